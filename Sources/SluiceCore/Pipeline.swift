@@ -1,0 +1,272 @@
+import Foundation
+import Logging
+import Metrics
+import Synchronization
+
+/// Stages and a sink: what one upload flows through.
+///
+/// Built from a config (``PipelineSpec``) or in code:
+///
+/// ```swift
+/// let pipeline = Pipeline(
+///     name: "archive",
+///     stages: [("hash", HashStage(.sha256))],
+///     sink: try DiskSink(root: "/srv/archive")
+/// )
+/// let receipt = try await pipeline.process(upload)
+/// ```
+///
+/// `process(_:)` verifies client digests, applies the stages in order, lets the
+/// sink commit, records metrics, logs one line for the outcome and returns the
+/// receipt. Any error leaves nothing committed (that is the sink's contract).
+public struct Pipeline: Sendable {
+    public let name: String
+    /// The stages, each with the name used in metrics (its `type:` when built from config).
+    public let stages: [(name: String, stage: any Stage)]
+    public let sink: any Sink
+    public let logger: Logger
+    private let metrics: PipelineMetrics
+
+    public init(name: String, stages: [(String, any Stage)], sink: any Sink, logger: Logger = Logger(label: "sluice")) {
+        self.name = name
+        self.stages = stages.map { (name: $0.0, stage: $0.1) }
+        self.sink = sink
+        var logger = logger
+        logger[metadataKey: "pipeline"] = "\(name)"
+        self.logger = logger
+        self.metrics = PipelineMetrics(pipeline: name, stageNames: stages.map(\.0))
+    }
+
+    /// Prepares the sink (creates directories, sweeps stale temporary files…).
+    /// Call once before the first upload.
+    public func start() async throws {
+        try await sink.start()
+    }
+
+    /// Lets the sink release what it holds (closes active files). Call after the last upload.
+    public func stop() async {
+        await sink.stop()
+    }
+
+    /// Runs one upload through the stages into the sink.
+    ///
+    /// - Parameter upload: The upload; its body is consumed.
+    /// - Returns: The receipt, once the sink committed.
+    /// - Throws: ``SluiceError`` describing why nothing was committed.
+    public func process(_ upload: Upload) async throws -> Receipt {
+        let started = ContinuousClock.now
+        let context = UploadContext(metadata: upload.metadata, pipeline: name, logger: logger)
+        let meter = StageMeter(count: stages.count + 1)
+
+        var body = upload.body.observed { chunk in context.addReceived(chunk.readableBytes) }
+        body = meter.wrap(body, index: 0)
+
+        let covered = stages.first?.stage.verifiesClientDigests ?? []
+        let pending = upload.metadata.expectedDigests.filter { !covered.contains($0.algorithm) }
+        if !pending.isEmpty {
+            body = body.verifying(pending, context: context)
+        }
+
+        do {
+            for (i, entry) in stages.enumerated() {
+                body = try await entry.stage.apply(to: body, context: context)
+                body = meter.wrap(body, index: i + 1)
+            }
+            let stored = try await sink.store(body, context: context)
+            let digests = Dictionary(context.digests.map { ($0.label, $0.hex) }, uniquingKeysWith: { a, _ in a })
+            let receipt = Receipt(
+                name: upload.metadata.name,
+                pipeline: name,
+                bytesReceived: context.bytesReceived,
+                bytesStored: stored.bytesStored,
+                digests: digests,
+                location: stored.location,
+                id: upload.metadata.id.uuidString.lowercased()
+            )
+            let elapsed = ContinuousClock.now - started
+            metrics.record(outcome: "stored", received: receipt.bytesReceived, stored: receipt.bytesStored, elapsed: elapsed, meter: meter)
+            var line = context.logger
+            line[metadataKey: "bytes"] = "\(receipt.bytesReceived)"
+            line[metadataKey: "stored"] = "\(receipt.bytesStored)"
+            line[metadataKey: "location"] = "\(receipt.location)"
+            line[metadataKey: "ms"] = "\(Self.milliseconds(elapsed))"
+            for (label, hex) in digests { line[metadataKey: label] = "\(hex)" }
+            if let remote = upload.metadata.remoteAddress { line[metadataKey: "remote"] = "\(remote)" }
+            line.info("upload stored")
+            return receipt
+        } catch {
+            let failure = SluiceError.from(error)
+            let elapsed = ContinuousClock.now - started
+            metrics.record(outcome: failure.code.rawValue, received: context.bytesReceived, stored: 0, elapsed: elapsed, meter: meter)
+            var line = context.logger
+            line[metadataKey: "bytes"] = "\(context.bytesReceived)"
+            line[metadataKey: "code"] = "\(failure.code.rawValue)"
+            line[metadataKey: "ms"] = "\(Self.milliseconds(elapsed))"
+            if let remote = upload.metadata.remoteAddress { line[metadataKey: "remote"] = "\(remote)" }
+            switch failure.code {
+            case .internal, .upstreamFailed, .insufficientStorage:
+                line.error("upload failed: \(failure.message)")
+            default:
+                line.warning("upload rejected: \(failure.message)")
+            }
+            throw failure
+        }
+    }
+
+    private static func milliseconds(_ d: Duration) -> Int64 {
+        let c = d.components
+        return c.seconds * 1000 + c.attoseconds / 1_000_000_000_000_000
+    }
+}
+
+extension UploadBody {
+    /// Returns a body that fails with ``SluiceError/Code/digestMismatch`` at its end
+    /// if its bytes do not match every expected digest. Matching digests are recorded
+    /// in the context.
+    public func verifying(_ expected: [ExpectedDigest], context: UploadContext) -> UploadBody {
+        transformed { VerifyTransform(expected: expected, context: context) }
+    }
+}
+
+private struct VerifyTransform: ChunkTransform {
+    let expected: [ExpectedDigest]
+    let context: UploadContext
+    var computers: [DigestComputer]
+
+    init(expected: [ExpectedDigest], context: UploadContext) {
+        self.expected = expected
+        self.context = context
+        self.computers = expected.map { $0.algorithm.makeComputer() }
+    }
+
+    mutating func process(_ chunk: ByteBuffer) -> ByteBuffer? {
+        for i in computers.indices { computers[i].update(chunk) }
+        return chunk
+    }
+
+    mutating func finish() throws -> ByteBuffer? {
+        for (digest, computer) in zip(expected, computers) {
+            let actual = computer.finalize()
+            guard actual == digest.bytes else {
+                throw SluiceError(.digestMismatch, "\(digest.algorithm) of the body is \(Hex.encode(actual)) but \(digest.source) says \(Hex.encode(digest.bytes))")
+            }
+            if context.digest(digest.algorithm) == nil {
+                context.recordDigest(actual, algorithm: digest.algorithm)
+            }
+        }
+        return nil
+    }
+}
+
+import NIOCore
+
+// MARK: - Metrics
+
+/// Per-upload byte and time accounting for each stage's output.
+///
+/// Stages pull from each other, so the time spent inside the n-th wrapper's
+/// `next()` includes every stage before it; a stage's own time is the difference
+/// between its wrapper and the previous one.
+final class StageMeter: Sendable {
+    private struct Totals {
+        var bytes: [Int64]
+        var nanos: [Int64]
+    }
+    private let totals: Mutex<Totals>
+
+    init(count: Int) {
+        totals = Mutex(Totals(bytes: Array(repeating: 0, count: count), nanos: Array(repeating: 0, count: count)))
+    }
+
+    func wrap(_ body: UploadBody, index: Int) -> UploadBody {
+        UploadBody(MeteredBody(base: body, meter: self, index: index))
+    }
+
+    func add(index: Int, bytes: Int, nanos: Int64) {
+        totals.withLock {
+            $0.bytes[index] += Int64(bytes)
+            $0.nanos[index] += nanos
+        }
+    }
+
+    /// (bytes out, exclusive nanoseconds) per position; position 0 is the client's body.
+    var snapshot: [(bytes: Int64, nanos: Int64)] {
+        totals.withLock { t in
+            t.bytes.indices.map { i in (t.bytes[i], t.nanos[i] - (i > 0 ? t.nanos[i - 1] : 0)) }
+        }
+    }
+}
+
+private struct MeteredBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let base: UploadBody
+    let meter: StageMeter
+    let index: Int
+
+    func makeAsyncIterator() -> Iterator { Iterator(base: base.makeAsyncIterator(), meter: meter, index: index) }
+
+    struct Iterator: AsyncIteratorProtocol {
+        var base: UploadBody.AsyncIterator
+        let meter: StageMeter
+        let index: Int
+
+        mutating func next() async throws -> ByteBuffer? {
+            let start = ContinuousClock.now
+            let chunk = try await base.next()
+            let d = (ContinuousClock.now - start).components
+            meter.add(index: index, bytes: chunk?.readableBytes ?? 0, nanos: d.seconds * 1_000_000_000 + d.attoseconds / 1_000_000_000)
+            return chunk
+        }
+    }
+}
+
+/// The metrics one pipeline reports (names are documented in docs/metrics.md).
+final class PipelineMetrics: Sendable {
+    let pipeline: String
+    let stageNames: [String]
+    let bytesReceived: Counter
+    let bytesStored: Counter
+    let duration: Metrics.Timer
+    let stageBytesIn: [Counter]
+    let stageBytesOut: [Counter]
+    let stageSeconds: [FloatingPointCounter]
+    private let outcomes = Mutex<[String: Counter]>([:])
+
+    init(pipeline: String, stageNames: [String]) {
+        self.pipeline = pipeline
+        self.stageNames = stageNames
+        let p = [("pipeline", pipeline)]
+        bytesReceived = Counter(label: "sluice_bytes_received_total", dimensions: p)
+        bytesStored = Counter(label: "sluice_bytes_stored_total", dimensions: p)
+        duration = Metrics.Timer(label: "sluice_upload_duration_seconds", dimensions: p, preferredDisplayUnit: .seconds)
+        stageBytesIn = stageNames.enumerated().map { i, s in Counter(label: "sluice_stage_bytes_in_total", dimensions: p + [("stage", "\(i):\(s)")]) }
+        stageBytesOut = stageNames.enumerated().map { i, s in Counter(label: "sluice_stage_bytes_out_total", dimensions: p + [("stage", "\(i):\(s)")]) }
+        stageSeconds = stageNames.enumerated().map { i, s in FloatingPointCounter(label: "sluice_stage_seconds_total", dimensions: p + [("stage", "\(i):\(s)")]) }
+    }
+
+    func record(outcome: String, received: Int64, stored: Int64, elapsed: Duration, meter: StageMeter) {
+        let counter = outcomes.withLock { map in
+            if let c = map[outcome] { return c }
+            let c = Counter(label: "sluice_uploads_total", dimensions: [("pipeline", pipeline), ("outcome", outcome)])
+            map[outcome] = c
+            return c
+        }
+        counter.increment()
+        bytesReceived.increment(by: received)
+        bytesStored.increment(by: stored)
+        duration.recordInterval(elapsed)
+        let snapshot = meter.snapshot
+        for i in stageNames.indices where i + 1 < snapshot.count {
+            stageBytesIn[i].increment(by: snapshot[i].bytes)
+            stageBytesOut[i].increment(by: snapshot[i + 1].bytes)
+            stageSeconds[i].increment(by: Double(max(0, snapshot[i + 1].nanos)) / 1e9)
+        }
+    }
+}
+
+extension Metrics.Timer {
+    func recordInterval(_ d: Duration) {
+        let c = d.components
+        recordNanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,69 @@
+import Logging
+import Synchronization
+
+/// Per-upload state shared by the pipeline, its stages and its sink.
+///
+/// Stages record facts here (a digest, a byte count) as the body streams; the sink
+/// reads the metadata for naming and may read facts after the body ended (a digest
+/// is known only then). The pipeline turns the facts into the ``Receipt``.
+public final class UploadContext: Sendable {
+    /// What the receiver knew about the upload.
+    public let metadata: UploadMetadata
+    /// The pipeline processing the upload.
+    public let pipeline: String
+    /// A logger with the upload's id, name and listener attached.
+    public let logger: Logger
+
+    private struct Facts {
+        var digests: [(label: String, algorithm: DigestAlgorithm, hex: String)] = []
+        var bytesReceived: Int64 = 0
+    }
+    private let facts = Mutex(Facts())
+
+    public init(metadata: UploadMetadata, pipeline: String, logger: Logger) {
+        self.metadata = metadata
+        self.pipeline = pipeline
+        var logger = logger
+        logger[metadataKey: "upload"] = "\(metadata.id.uuidString.prefix(8))"
+        logger[metadataKey: "name"] = "\(metadata.name)"
+        logger[metadataKey: "listener"] = "\(metadata.listener)"
+        self.logger = logger
+    }
+
+    /// Records a digest under `label` (for example `sha256`, or `stored_sha256`).
+    ///
+    /// If `label` is already taken by another digest, `_2`, `_3`… is appended, so
+    /// two hash stages of the same algorithm both show up in the receipt.
+    @discardableResult
+    public func recordDigest(_ bytes: [UInt8], algorithm: DigestAlgorithm, label: String? = nil) -> String {
+        let hex = Hex.encode(bytes)
+        return facts.withLock { facts in
+            let base = label ?? algorithm.rawValue
+            var candidate = base
+            var n = 2
+            while facts.digests.contains(where: { $0.label == candidate }) {
+                candidate = "\(base)_\(n)"
+                n += 1
+            }
+            facts.digests.append((candidate, algorithm, hex))
+            return candidate
+        }
+    }
+
+    /// Digests recorded so far, in the order they were recorded.
+    public var digests: [(label: String, algorithm: DigestAlgorithm, hex: String)] {
+        facts.withLock { $0.digests }
+    }
+
+    /// The hex digest recorded first for `algorithm`, if any.
+    public func digest(_ algorithm: DigestAlgorithm) -> String? {
+        facts.withLock { $0.digests.first { $0.algorithm == algorithm }?.hex }
+    }
+
+    /// Bytes read from the client so far.
+    public var bytesReceived: Int64 { facts.withLock { $0.bytesReceived } }
+
+    func addReceived(_ n: Int) {
+        facts.withLock { $0.bytesReceived += Int64(n) }
+    }
+}
