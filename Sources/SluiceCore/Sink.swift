@@ -42,3 +42,38 @@ extension Sink {
     public func start() async throws {}
     public func stop() async {}
 }
+
+/// A sink that can commit in two phases, so a ``Sink`` such as `tee` can make
+/// several sinks all-or-nothing: every branch prepares (writes everything to a
+/// temporary place), and only when all succeeded does each commit.
+///
+/// Implementation requirements:
+/// - `prepare` consumes the body and leaves nothing visible at the final location.
+/// - `commit()` makes the object visible (a rename, CompleteMultipartUpload) and
+///   should be cheap and unlikely to fail.
+/// - `abort()` removes everything `prepare` wrote; it must not throw.
+/// - Exactly one of `commit()` or `abort()` is called on a prepared object.
+public protocol PreparingSink: Sink {
+    func prepare(_ body: UploadBody, context: UploadContext) async throws -> any PreparedObject
+}
+
+/// An upload fully written by a ``PreparingSink`` but not yet visible.
+public protocol PreparedObject: Sendable {
+    /// Makes the object visible and returns its receipt.
+    func commit() async throws -> SinkReceipt
+    /// Removes the prepared data.
+    func abort() async
+}
+
+extension PreparingSink {
+    /// Prepares, then commits; aborts if the commit fails.
+    public func store(_ body: UploadBody, context: UploadContext) async throws -> SinkReceipt {
+        let prepared = try await prepare(body, context: context)
+        do {
+            return try await prepared.commit()
+        } catch {
+            await prepared.abort()
+            throw error
+        }
+    }
+}

@@ -17,6 +17,7 @@ public final class UploadContext: Sendable {
     private struct Facts {
         var digests: [(label: String, algorithm: DigestAlgorithm, hex: String)] = []
         var bytesReceived: Int64 = 0
+        var sidecars: [DigestAlgorithm] = []
     }
     private let facts = Mutex(Facts())
 
@@ -58,6 +59,23 @@ public final class UploadContext: Sendable {
     /// The hex digest recorded first for `algorithm`, if any.
     public func digest(_ algorithm: DigestAlgorithm) -> String? {
         facts.withLock { $0.digests.first { $0.algorithm == algorithm }?.hex }
+    }
+
+    /// Asks the sink to write a checksum file next to the object (`NAME.sha256` in
+    /// `sha256sum -c` format) holding the first digest recorded for `algorithm`.
+    ///
+    /// Sinks that store files (`disk`) honour it; others record it in the receipt only.
+    public func requestSidecar(_ algorithm: DigestAlgorithm) {
+        facts.withLock { if !$0.sidecars.contains(algorithm) { $0.sidecars.append(algorithm) } }
+    }
+
+    /// Sidecar files requested so far, with their digests (hex), in request order.
+    public var sidecars: [(algorithm: DigestAlgorithm, hex: String)] {
+        facts.withLock { facts in
+            facts.sidecars.compactMap { algorithm in
+                facts.digests.first { $0.algorithm == algorithm }.map { (algorithm, $0.hex) }
+            }
+        }
     }
 
     /// Bytes read from the client so far.
