@@ -93,5 +93,10 @@ let package = Package(
             dependencies: ["SluiceCore", "SluiceTestKit"] + nio,
             swiftSettings: sluiceSettings
         ),
+        .testTarget(
+            name: "SluiceRuntimeTests",
+            dependencies: ["SluiceCore", "SluiceRuntime", "SluiceTestKit", .product(name: "Logging", package: "swift-log")] + nio,
+            swiftSettings: sluiceSettings
+        ),
     ]
 )
