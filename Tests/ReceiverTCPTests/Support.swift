@@ -225,12 +225,14 @@ typealias ClientChannel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
 
 enum Client {
     /// Connects to 127.0.0.1:`port`; finishing the outbound writer half-closes (like `nc -N`).
-    static func connect(_ port: Int) async throws -> ClientChannel {
+    ///
+    /// With `halfClose: false` finishing the writer sends nothing (for a client that resets).
+    static func connect(_ port: Int, halfClose: Bool = true) async throws -> ClientChannel {
         try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .connect(host: "127.0.0.1", port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try ClientChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                    try ClientChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: halfClose))
                 }
             }
     }

@@ -7,8 +7,8 @@ import SluiceCore
 /// `read()` request to the data that answers it. While back pressure holds reads
 /// (a slow sink, an upload queued for a slot) the client is not idle, so a slow
 /// pipeline never times a client out. On timeout the handler fires a
-/// ``SluiceError/Code/timeout`` error (the upload body then fails, so nothing is
-/// committed) and closes the channel.
+/// ``SluiceError/Code/timeout`` error: the upload body then fails, nothing is
+/// committed, and the connection's task answers and closes the channel.
 final class ConnectionWatchdog: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -100,7 +100,8 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
             return
         }
         waitingSince = nil
+        // The connection's task sees the error (its upload body fails), answers with an
+        // error line and closes the channel.
         context.fireErrorCaught(SluiceError(.timeout, "no data from the client for \(ConfigDuration(.nanoseconds(timeout.nanoseconds)))"))
-        context.close(promise: nil)
     }
 }

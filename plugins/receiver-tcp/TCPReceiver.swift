@@ -102,7 +102,8 @@ public struct TCPReceiver: Receiver {
                     for try await connection in inbound {
                         guard connections.tryAcquire() else {
                             logger.warning("max_connections (\(configuration.maxConnections)) reached: closing a new connection from \(Self.remote(connection.channel.channel))")
-                            connection.channel.channel.close(promise: nil)
+                            // Through executeThenClose: the channel's writer must be finished before it goes away.
+                            try? await connection.channel.executeThenClose { _, _ in }
                             continue
                         }
                         group.addTask {
@@ -114,6 +115,7 @@ public struct TCPReceiver: Receiver {
             }
         } onGracefulShutdown: {
             // Stop accepting; the group above then waits for in-flight connections.
+            logger.info("stopping: no new connections on \(address); in-flight uploads may finish")
             server.channel.close(promise: nil)
         }
         logger.info("stopped listening on \(address)")
