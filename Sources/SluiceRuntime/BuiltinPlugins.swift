@@ -1,4 +1,8 @@
 import SluiceCore
+import StageCompress
+import StageDecompress
+import StageHash
+import StageRateLimit
 
 extension PluginRegistry {
     /// Every built-in plugin: the one registration list.
@@ -9,6 +13,10 @@ extension PluginRegistry {
         var registry = PluginRegistry()
         // Receivers
         // Stages
+        registry.register(CompressPlugin.self)
+        registry.register(DecompressPlugin.self)
+        registry.register(HashPlugin.self)
+        registry.register(RateLimitPlugin.self)
         // Sinks
         return registry
     }()
