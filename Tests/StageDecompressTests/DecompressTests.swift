@@ -136,6 +136,31 @@ struct DecompressTests {
         #expect(sink.committed.isEmpty)
     }
 
+    @Test("record uploads come out in chunks that end on a newline")
+    func recordBoundaries() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        // Lines of varied length, the last without its newline.
+        let text = logText(bytes: 120_000) + Array("last record without newline".utf8)
+        let compressed = try compressWithTools(text, .gzip, dir: dir)
+        for chunkSize in [7, 4093, 1 << 20] {
+            let context = UploadContext(metadata: UploadMetadata(name: "r", listener: "t", mode: .records), pipeline: "t", logger: .init(label: "t"))
+            let body = try await DecompressStage(.init()).apply(to: .bytes(compressed, chunkSize: chunkSize), context: context)
+            var all: [UInt8] = []
+            var chunks: [ByteBuffer] = []
+            for try await chunk in body {
+                chunks.append(chunk)
+                all += Array(chunk.readableBytesView)
+            }
+            #expect(all == text, "chunk size \(chunkSize)")
+            #expect(chunks.dropLast().allSatisfy { $0.getInteger(at: $0.writerIndex - 1, as: UInt8.self) == UInt8(ascii: "\n") })
+            // The unterminated last record comes alone, at the end.
+            let tail = text[(text.lastIndex(of: UInt8(ascii: "\n"))! + 1)...]
+            #expect(Array(chunks.last!.readableBytesView) == Array(tail))
+            #expect(chunks.count >= 3)
+        }
+    }
+
     @Test("auto sniffs gzip magic and zlib headers")
     func sniff() {
         #expect(DecompressFormat.sniff([0x1f, 0x8b]) == .gzip)

@@ -13,7 +13,9 @@ import SluiceCore
 /// Concatenated gzip members decode as one stream, as `gzip -d` does. Corrupt or
 /// truncated input (including an empty upload) fails with `corrupt_input`, and the
 /// sink commits nothing. Output comes in pieces of at most 64 KiB, however well the
-/// input compresses.
+/// input compresses. For record uploads every piece ends after a newline (the start
+/// of the next record waits for the next piece; a record over 1 MiB is passed on in
+/// pieces), so an appending sink never interleaves records.
 ///
 /// ```yaml
 /// stages:
@@ -88,8 +90,12 @@ public enum DecompressFormat: String, Sendable, CaseIterable {
 
 /// Decompresses each upload's body, in output pieces of bounded size.
 public struct DecompressStage: Stage {
-    /// The largest chunk this stage yields.
+    /// The largest chunk this stage yields (for records, plus the start of a record
+    /// carried over from the previous piece).
     public static let outputPieceSize = 64 * 1024
+    /// For record uploads, the most bytes held back waiting for the end of a record;
+    /// a longer record is passed on in pieces.
+    public static let maxRecordCarry = 1 << 20
 
     public let format: DecompressFormat
     public let maxOutputSize: ByteSize
@@ -100,7 +106,10 @@ public struct DecompressStage: Stage {
     }
 
     public func apply(to body: UploadBody, context: UploadContext) async throws -> UploadBody {
-        UploadBody(InflatingBody(base: body, format: format, maxOutput: maxOutputSize.bytes, piece: Self.outputPieceSize))
+        UploadBody(InflatingBody(
+            base: body, format: format, maxOutput: maxOutputSize.bytes, piece: Self.outputPieceSize,
+            recordCarry: context.metadata.mode == .records ? Self.maxRecordCarry : nil
+        ))
     }
 }
 
@@ -112,9 +121,11 @@ struct InflatingBody: AsyncSequence, Sendable {
     let format: DecompressFormat
     let maxOutput: Int64
     let piece: Int
+    /// For records: cut output after the last newline, holding back at most this many bytes.
+    let recordCarry: Int?
 
     func makeAsyncIterator() -> Iterator {
-        Iterator(base: base.makeAsyncIterator(), format: format, maxOutput: maxOutput, piece: piece)
+        Iterator(base: base.makeAsyncIterator(), format: format, maxOutput: maxOutput, piece: piece, recordCarry: recordCarry)
     }
 
     struct Iterator: AsyncIteratorProtocol {
@@ -122,6 +133,9 @@ struct InflatingBody: AsyncSequence, Sendable {
         let format: DecompressFormat
         let maxOutput: Int64
         let piece: Int
+        let recordCarry: Int?
+        /// Output after the last newline so far (records only).
+        var carry: ByteBuffer?
         /// Created once the format is known; frees zlib's state in its `deinit`.
         var inflater: Inflater?
         /// Input not yet taken by zlib (or held back to sniff the format).
@@ -131,25 +145,30 @@ struct InflatingBody: AsyncSequence, Sendable {
         /// The stream was checked complete; nothing more to yield.
         var done = false
 
-        init(base: UploadBody.AsyncIterator, format: DecompressFormat, maxOutput: Int64, piece: Int) {
+        init(base: UploadBody.AsyncIterator, format: DecompressFormat, maxOutput: Int64, piece: Int, recordCarry: Int?) {
             self.base = base
             self.format = format
             self.maxOutput = maxOutput
             self.piece = piece
+            self.recordCarry = recordCarry
         }
 
         mutating func next() async throws -> ByteBuffer? {
             while !done {
                 if let inflater, pending.readableBytes > 0 || inflater.hasPendingOutput {
                     let out = try inflater.decompress(from: &pending, maxBytes: piece)
-                    if out.readableBytes > 0 { return out }
+                    guard out.readableBytes > 0 else { continue }
+                    guard let recordCarry else { return out }
+                    if let records = cutAtRecordEnd(out, limit: recordCarry) { return records }
                     continue
                 }
                 if ended {
                     done = true
                     // A stream that stops before its end is as corrupt as a bad one.
                     try inflater?.finish()
-                    return nil
+                    // The last record may lack its newline.
+                    defer { carry = nil }
+                    return carry
                 }
                 if let chunk = try await base.next() {
                     if inflater != nil || pending.readableBytes == 0 {
@@ -165,6 +184,28 @@ struct InflatingBody: AsyncSequence, Sendable {
                 }
             }
             return nil
+        }
+
+        /// Record uploads: returns the output up to its last newline and keeps the
+        /// rest for the next piece, so every chunk ends on a record boundary (unless a
+        /// record outgrows `limit`, which is then passed on as it is).
+        private mutating func cutAtRecordEnd(_ out: ByteBuffer, limit: Int) -> ByteBuffer? {
+            var combined: ByteBuffer
+            if var held = carry {
+                held.writeImmutableBuffer(out)
+                combined = held
+                carry = nil
+            } else {
+                combined = out
+            }
+            guard let newline = combined.readableBytesView.lastIndex(of: UInt8(ascii: "\n")) else {
+                if combined.readableBytes >= limit { return combined }
+                carry = combined
+                return nil
+            }
+            let records = combined.readSlice(length: newline - combined.readerIndex + 1)!
+            if combined.readableBytes > 0 { carry = combined }
+            return records
         }
 
         private mutating func start() throws {
