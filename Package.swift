@@ -67,6 +67,10 @@ let package = Package(
                 // PLUGINS-BEGIN
                 "ReceiverTCP",
                 "SinkDisk",
+                "StageCompress",
+                "StageDecompress",
+                "StageHash",
+                "StageRateLimit",
                 // PLUGINS-END
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -109,8 +113,32 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: sluiceSettings
         ),
+        .target(name: "StageCompress", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-compress", exclude: ["README.md"], swiftSettings: sluiceSettings),
+        .target(name: "StageDecompress", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-decompress", exclude: ["README.md"], swiftSettings: sluiceSettings),
+        .target(name: "StageHash", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-hash", exclude: ["README.md"], swiftSettings: sluiceSettings),
+        .target(name: "StageRateLimit", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-rate-limit", exclude: ["README.md"], swiftSettings: sluiceSettings),
 
         // MARK: Tests
+        .testTarget(
+            name: "StageCompressTests",
+            dependencies: ["StageCompress", "StageDecompress", "SluiceCore", "SluiceTestKit", "SluiceRuntime"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "StageDecompressTests",
+            dependencies: ["StageDecompress", "StageCompress", "SluiceCore", "SluiceTestKit", "SluiceRuntime"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "StageHashTests",
+            dependencies: ["StageHash", "StageCompress", "SluiceCore", "SluiceTestKit", "SluiceRuntime"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "StageRateLimitTests",
+            dependencies: ["StageRateLimit", "SluiceCore", "SluiceTestKit", "SluiceRuntime"] + nio,
+            swiftSettings: sluiceSettings
+        ),
         .testTarget(
             name: "SluiceCoreTests",
             dependencies: ["SluiceCore", "SluiceTestKit"] + nio,

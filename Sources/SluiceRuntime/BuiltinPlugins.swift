@@ -1,6 +1,10 @@
 import ReceiverTCP
 import SinkDisk
 import SluiceCore
+import StageCompress
+import StageDecompress
+import StageHash
+import StageRateLimit
 
 extension PluginRegistry {
     /// Every built-in plugin: the one registration list.
@@ -12,6 +16,10 @@ extension PluginRegistry {
         // Receivers
         registry.register(TCPReceiverPlugin.self)
         // Stages
+        registry.register(CompressPlugin.self)
+        registry.register(DecompressPlugin.self)
+        registry.register(HashPlugin.self)
+        registry.register(RateLimitPlugin.self)
         // Sinks
         registry.register(DiskSinkPlugin.self)
         return registry
