@@ -118,6 +118,17 @@ let package = Package(
         .target(name: "StageHash", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-hash", exclude: ["README.md"], swiftSettings: sluiceSettings),
         .target(name: "StageRateLimit", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-rate-limit", exclude: ["README.md"], swiftSettings: sluiceSettings),
 
+        // MARK: Examples
+        .executableTarget(
+            name: "sluice-library-example",
+            dependencies: nio + [
+                "SluiceCore", "SluiceRuntime", "SinkDisk", "StageHash",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/library",
+            swiftSettings: sluiceSettings
+        ),
+
         // MARK: Tests
         .testTarget(
             name: "StageCompressTests",
