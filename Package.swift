@@ -95,6 +95,17 @@ let package = Package(
         .target(name: "StageHash", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-hash", exclude: ["README.md"], swiftSettings: sluiceSettings),
         .target(name: "StageRateLimit", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-rate-limit", exclude: ["README.md"], swiftSettings: sluiceSettings),
 
+        // MARK: Benchmarks
+        .executableTarget(
+            name: "stages-bench",
+            dependencies: [
+                "SluiceCore", "StageCompress", "StageDecompress", "StageHash", "StageRateLimit",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "bench/stages-bench",
+            swiftSettings: sluiceSettings
+        ),
+
         // MARK: Tests
         .testTarget(
             name: "StageCompressTests",
