@@ -129,6 +129,17 @@ let package = Package(
             swiftSettings: sluiceSettings
         ),
 
+        // MARK: Benchmarks
+        .executableTarget(
+            name: "stages-bench",
+            dependencies: [
+                "SluiceCore", "StageCompress", "StageDecompress", "StageHash", "StageRateLimit",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "bench/stages-bench",
+            swiftSettings: sluiceSettings
+        ),
+
         // MARK: Tests
         .testTarget(
             name: "StageCompressTests",

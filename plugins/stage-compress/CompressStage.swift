@@ -37,8 +37,11 @@ public enum CompressPlugin: StagePlugin {
         public static let defaultLevel = 6
         public static let defaultFlush = CompressFlush.auto
 
+        /// `format`: the container.
         public var format: ZlibFormat
+        /// `level`: 0 (store) … 9 (smallest).
         public var level: Int
+        /// `flush`: when output becomes decodable.
         public var flush: CompressFlush
 
         public init(format: ZlibFormat = defaultFormat, level: Int = defaultLevel, flush: CompressFlush = defaultFlush) {
@@ -92,10 +95,15 @@ public enum CompressFlush: String, Sendable, CaseIterable {
 /// Memory per upload is zlib's deflate state (about 256 KiB at the default settings)
 /// plus the output of one chunk.
 public struct CompressStage: Stage {
+    /// The container written.
     public let format: ZlibFormat
+    /// zlib's level, 0…9.
     public let level: Int
+    /// The configured flush mode (see ``effectiveFlush(for:)``).
     public let flush: CompressFlush
 
+    /// Builds the stage from its configuration (in code, or from a config file).
+    ///
     /// - Throws: ``SluiceError/Code/internal`` when `level` is outside 0…9 or `member`
     ///   flushing is asked for a format other than gzip.
     public init(_ configuration: CompressPlugin.Configuration) throws {

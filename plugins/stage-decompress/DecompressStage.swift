@@ -37,7 +37,9 @@ public enum DecompressPlugin: StagePlugin {
         public static let defaultFormat = DecompressFormat.gzip
         public static let defaultMaxOutputSize = ByteSize.gibibytes(10)
 
+        /// `format`: the container expected, or `auto`.
         public var format: DecompressFormat
+        /// `max_output_size`: the most decompressed bytes per upload.
         public var maxOutputSize: ByteSize
 
         public init(format: DecompressFormat = defaultFormat, maxOutputSize: ByteSize = defaultMaxOutputSize) {
@@ -97,9 +99,12 @@ public struct DecompressStage: Stage {
     /// a longer record is passed on in pieces.
     public static let maxRecordCarry = 1 << 20
 
+    /// The container expected, or `auto`.
     public let format: DecompressFormat
+    /// The most decompressed bytes per upload.
     public let maxOutputSize: ByteSize
 
+    /// Builds the stage from its configuration.
     public init(_ configuration: DecompressPlugin.Configuration) {
         self.format = configuration.format
         self.maxOutputSize = configuration.maxOutputSize

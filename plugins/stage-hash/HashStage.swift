@@ -41,10 +41,13 @@ public enum HashPlugin: StagePlugin {
         public static let defaultVerify = true
         public static let defaultSidecar = false
 
+        /// `algorithm`: the digest to compute.
         public var algorithm: DigestAlgorithm
-        /// `nil` means the algorithm's name.
+        /// `label`: the receipt key; `nil` means the algorithm's name.
         public var label: String?
+        /// `verify`: as the first stage, check the client's digest here.
         public var verify: Bool
+        /// `sidecar`: ask the sink for a `NAME.<algorithm>` file.
         public var sidecar: Bool
 
         public init(algorithm: DigestAlgorithm = defaultAlgorithm, label: String? = nil, verify: Bool = defaultVerify, sidecar: Bool = defaultSidecar) {
@@ -91,10 +94,13 @@ public enum HashPlugin: StagePlugin {
 
 /// Hashes each upload's body as it streams, recording the digest in the upload's context.
 public struct HashStage: Stage {
+    /// The digest computed.
     public let algorithm: DigestAlgorithm
+    /// The receipt key the digest is recorded under.
     public let label: String
     /// Whether this stage checks the client's digest itself.
     public let verifies: Bool
+    /// Whether the sink is asked for a `NAME.<algorithm>` sidecar file.
     public let sidecar: Bool
 
     /// - Parameters:

@@ -43,9 +43,11 @@ public enum RateLimitPlugin: StagePlugin {
         /// The default burst is this fraction of a second of traffic.
         public static let defaultBurstSeconds = 0.1
 
-        /// Bytes per second.
+        /// `rate`: bytes per second.
         public var rate: ByteSize
+        /// `burst`: the bucket's depth.
         public var burst: ByteSize
+        /// `scope`: who shares a bucket.
         public var scope: RateLimitScope
 
         /// - Parameters:
@@ -107,12 +109,16 @@ public struct RateLimitStage: Stage {
     /// The largest piece an object upload is passed in (smaller when the burst is).
     public static let maxPieceSize = 64 * 1024
 
+    /// Bytes per second.
     public let rate: Int64
+    /// Bucket depth in bytes.
     public let burst: Int64
+    /// Who shares a bucket.
     public let scope: RateLimitScope
     /// The bucket of the `pipeline` scope.
     private let shared: TokenBucket?
 
+    /// Builds the stage from its configuration; the `pipeline` scope's bucket is made here.
     public init(_ configuration: RateLimitPlugin.Configuration) {
         self.rate = max(1, configuration.rate.bytes)
         self.burst = max(1, configuration.burst.bytes)
