@@ -92,7 +92,8 @@ private struct UppercaseStage: Stage {
         let started = ContinuousClock.now
         let timedOut = await #expect(throws: SluiceError.self) { try await second.value }
         #expect(timedOut?.code == .overloaded)
-        #expect(ContinuousClock.now - started < .seconds(2))
+        // A loose bound: the point is that the wait ends by timing out, not by a permit.
+        #expect(ContinuousClock.now - started < .seconds(15))
         gate.release()
         #expect(gate.active == 0)
     }
