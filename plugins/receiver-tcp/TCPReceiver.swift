@@ -138,7 +138,9 @@ public struct TCPReceiver: Receiver {
                 do {
                     try await gate.acquire()
                 } catch {
-                    let failure = SluiceError.from(error)
+                    let failure = error is CancellationError
+                        ? SluiceError(.shuttingDown, "the server stopped before the upload got a slot")
+                        : SluiceError.from(error)
                     logger.warning("upload refused: \(failure.message)")
                     try await reply(errorLine(failure), outbound)
                     return
