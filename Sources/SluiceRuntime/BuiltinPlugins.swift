@@ -1,3 +1,4 @@
+import ReceiverHTTP
 import SluiceCore
 
 extension PluginRegistry {
@@ -8,6 +9,7 @@ extension PluginRegistry {
     public static let builtin: PluginRegistry = {
         var registry = PluginRegistry()
         // Receivers
+        registry.register(HTTPReceiverPlugin.self)
         // Stages
         // Sinks
         return registry
