@@ -108,14 +108,23 @@ struct HTTPUploader {
 
             return try await withThrowingTaskGroup(of: (Int, String)?.self) { group in
                 group.addTask {
-                    try await outbound.write(.head(requestHead))
-                    try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(file)) { handle in
-                        for try await chunk in handle.readChunks(chunkLength: .kibibytes(256)) {
-                            try await outbound.write(.body(.byteBuffer(chunk)))
-                            progress.add(chunk.readableBytes)
+                    do {
+                        try await outbound.write(.head(requestHead))
+                        try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(file)) { handle in
+                            for try await chunk in handle.readChunks(chunkLength: .kibibytes(256)) {
+                                try await outbound.write(.body(.byteBuffer(chunk)))
+                                progress.add(chunk.readableBytes)
+                            }
                         }
+                        try await outbound.write(.end(nil))
+                    } catch is CancellationError {
+                        return nil
+                    } catch let error as FileSystemError {
+                        throw SendError("cannot read \(file): \(error)")
+                    } catch {
+                        // A refused upload (401, 413) closes the connection while the body
+                        // is still being sent: the reader below reports the server's answer.
                     }
-                    try await outbound.write(.end(nil))
                     return nil
                 }
                 group.addTask {

@@ -293,3 +293,38 @@ struct HTTPReceiverTests {
         }
     }
 }
+
+/// The `sluice` executable next to the test bundle (built by `swift build --build-tests`).
+let sluiceBinary: String = {
+    let dir = (ProcessInfo.processInfo.arguments[0] as NSString).deletingLastPathComponent
+    return dir + "/sluice"
+}()
+
+@Suite(.serialized, .timeLimit(.minutes(1)), .enabled(if: FileManager.default.isExecutableFile(atPath: sluiceBinary)))
+struct SendCommandTests {
+    @Test("sluice send streams files, prints receipts, reports the server's error")
+    func send() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let a = try dir.file("a.bin", pseudoRandomBytes(count: 3 << 20, seed: 21))
+        let b = try dir.file("b b.txt", Array("second file\n".utf8))
+        let tokens = try dir.file("tokens", Array("tok\n".utf8))
+        try await withServer(configure: { $0.auth = .init(tokensFile: tokens) }) { server in
+            var result = try await run([sluiceBinary, "send", a, b, "--to", "\(server.base)/upload/", "--token", "tok"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let lines = result.stdout.split(separator: "\n").map(String.init)
+            #expect(lines.count == 2)
+            #expect(try receipt(lines[0]).bytesReceived == 3 << 20)
+            #expect(try receipt(lines[1]).name == "b b.txt")
+            #expect(server.sink.bytes(of: "a.bin").map(sha256Hex) == sha256Hex(pseudoRandomBytes(count: 3 << 20, seed: 21)))
+
+            result = try await run([sluiceBinary, "send", a, "--to", "\(server.base)/upload/exact.bin", "--token", "tok"])
+            #expect(result.status == 0)
+            #expect(try receipt(result.stdout).name == "exact.bin")
+
+            result = try await run([sluiceBinary, "send", a, "--to", "\(server.base)/upload/", "--token", "nope"])
+            #expect(result.status == 1)
+            #expect(result.stderr.contains("401") && result.stderr.contains("not valid"), "\(result.stderr)")
+        }
+    }
+}
