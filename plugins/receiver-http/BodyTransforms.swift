@@ -1,5 +1,6 @@
 import HummingbirdCore
 import NIOCore
+import NIOHTTP1
 import SluiceCore
 
 /// A request body as an ``UploadBody``: errors from the connection (a reset, a
@@ -19,6 +20,10 @@ struct RequestBodySequence: AsyncSequence, Sendable {
                 return try await base.next()
             } catch let error as SluiceError {
                 throw error
+            } catch let error as HTTPParserError where error != .invalidEOFState {
+                // Invalid chunked framing and the like; a connection closed mid-body
+                // (invalidEOFState) is the client going away, handled below.
+                throw SluiceError(.badRequest, "malformed request body (\(error))", cause: error)
             } catch is CancellationError {
                 throw SluiceError(.clientAborted, "the upload was cancelled")
             } catch {

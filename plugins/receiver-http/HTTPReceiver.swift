@@ -211,12 +211,15 @@ struct RequestHandler: Sendable {
             try await writer.writeInformationalHead(HTTPResponse(status: .continue))
         }
 
+        // `{route}` in name templates: the prefix as a relative path (`upload`, `ci/artifacts`).
+        let routeName = route.route.prefix.split(separator: "/").joined(separator: "/")
         var metadata = UploadMetadata(
             name: name,
             listener: receiver.name,
-            route: route.route.prefix,
+            route: routeName.isEmpty ? nil : routeName,
             remoteAddress: remote,
-            declaredLength: declaredLength,
+            // Content-Length counts encoded bytes; a sink sees decoded ones.
+            declaredLength: encoding == nil ? declaredLength : nil,
             contentType: request.headers[.contentType],
             mode: mode
         )

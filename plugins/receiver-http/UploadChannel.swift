@@ -121,6 +121,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// When the server last asked for bytes that have not arrived yet.
     private var readRequestedAt: NIODeadline?
     private var requestEnded = true
+    /// Request heads received minus final responses finished (more than one when pipelining).
+    private var outstanding = 0
     private var closeAfterResponse = false
     private var timer: Scheduled<Void>?
     private let tick: TimeAmount
@@ -160,6 +162,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             phase = .readingBody
             requestEnded = false
             closeAfterResponse = false
+            outstanding += 1
         case .body:
             break
         case .end:
@@ -206,8 +209,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 }
                 return
             }
-            phase = .awaitingHead(since: .now())
-            clock.headStartedAt = nil
+            outstanding -= 1
+            if outstanding <= 0 {
+                outstanding = 0
+                phase = .awaitingHead(since: .now())
+                clock.headStartedAt = nil
+            }
         default:
             break
         }
