@@ -31,6 +31,13 @@ struct UploadChannel: HTTPChannelHandler {
             var limits = NIOHTTPDecoderLimitConfiguration()
             limits.maxHeaderFieldSize = maxHeaderSize
             limits.maxHeaderListSize = maxHeaderSize
+            // Reads grow to 1 MiB while a body streams in (NIO's default stops at 64 KiB):
+            // fewer, larger chunks mean fewer hops through stages and sinks per GiB. Body
+            // parts are slices of these buffers, never copies; idle connections keep small ones.
+            try channel.syncOptions?.setOption(
+                ChannelOptions.recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 * 1024, maximum: 1 << 20)
+            )
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(InboundBytesObserver(clock: clock))
             try sync.configureHTTPServerPipeline(
