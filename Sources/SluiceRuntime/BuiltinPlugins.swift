@@ -1,3 +1,4 @@
+import ReceiverHTTP
 import ReceiverTCP
 import SinkDisk
 import SluiceCore
@@ -15,6 +16,7 @@ extension PluginRegistry {
         var registry = PluginRegistry()
         // Receivers
         registry.register(TCPReceiverPlugin.self)
+        registry.register(HTTPReceiverPlugin.self)
         // Stages
         registry.register(CompressPlugin.self)
         registry.register(DecompressPlugin.self)
