@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // MARK: Core (not selectable from config)
@@ -65,6 +66,7 @@ let package = Package(
                 "SluiceCore",
                 // The one registration list (BuiltinPlugins.swift) imports every plugin.
                 // PLUGINS-BEGIN
+                "SinkS3",
                 // PLUGINS-END
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -86,8 +88,27 @@ let package = Package(
         ),
 
         // MARK: Plugins (one folder per config-selectable component)
+        .target(
+            name: "SinkS3",
+            dependencies: nio + [
+                "SluiceCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/sink-s3",
+            exclude: ["README.md"],
+            swiftSettings: sluiceSettings
+        ),
 
         // MARK: Tests
+        .testTarget(
+            name: "SinkS3Tests",
+            dependencies: ["SinkS3", "SluiceCore", "SluiceTestKit"] + nio,
+            swiftSettings: sluiceSettings
+        ),
         .testTarget(
             name: "SluiceCoreTests",
             dependencies: ["SluiceCore", "SluiceTestKit"] + nio,

@@ -1,3 +1,4 @@
+import SinkS3
 import SluiceCore
 
 extension PluginRegistry {
@@ -10,6 +11,7 @@ extension PluginRegistry {
         // Receivers
         // Stages
         // Sinks
+        registry.register(S3SinkPlugin.self)
         return registry
     }()
 }
