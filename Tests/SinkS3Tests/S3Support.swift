@@ -163,7 +163,7 @@ struct GeneratedBody: AsyncSequence, Sendable {
         mutating func next() async throws -> ByteBuffer? {
             if let failAfter, sent >= failAfter { throw SluiceError(.clientAborted, "connection reset by peer") }
             guard remaining > 0 else { return nil }
-            let n = min(chunkSize, remaining)
+            let n = Swift.min(chunkSize, remaining)
             seed &+= 1
             let chunk = ByteBuffer(bytes: pseudoRandomBytes(count: n, seed: seed))
             remaining -= n
@@ -178,7 +178,7 @@ struct GeneratedBody: AsyncSequence, Sendable {
         var seed: UInt64 = 42
         var remaining = count
         while remaining > 0 {
-            let n = min(chunkSize, remaining)
+            let n = Swift.min(chunkSize, remaining)
             seed &+= 1
             out += pseudoRandomBytes(count: n, seed: seed)
             remaining -= n

@@ -25,8 +25,8 @@ final class TCPProxy: Sendable {
             }
         let proxy = TCPProxy(port: server.channel.localAddress?.port ?? 0)
         proxy.track(server.channel)
-        let task = Task {
-            try? await withThrowingDiscardingTaskGroup { group in
+        let task = Task<Void, Never> {
+            _ = try? await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { inbound in
                     for try await client in inbound {
                         proxy.track(client.channel)

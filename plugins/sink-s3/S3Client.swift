@@ -123,6 +123,9 @@ final class S3Client: Sendable {
             }
             var configuration = HTTPClient.Configuration()
             configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: maxConnections)
+            // Our own bounded retries handle a refused connection; the pool's built-in
+            // retry would keep trying until each request's deadline.
+            configuration.connectionPool.retryConnectionEstablishment = false
             configuration.timeout = .init(connect: .seconds(10), read: .seconds(Int64(max(1, requestTimeout.components.seconds))))
             configuration.decompression = .disabled
             configuration.redirectConfiguration = .disallow

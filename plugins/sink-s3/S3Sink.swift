@@ -232,6 +232,12 @@ final class S3Sink: PreparingSink {
         }
     }
 
+    static func sha256Hex(_ body: ByteBuffer) -> String {
+        var hash = SHA256()
+        body.withUnsafeReadableBytes { hash.update(bufferPointer: $0) }
+        return Hex.encode(Array(hash.finalize()))
+    }
+
     private func uploadPart(key: String, uploadID: String, number: Int, body: ByteBuffer) async throws -> CompletedPart {
         let (headers, payloadHash, checksum) = checksumHeaders(body)
         let response = try await client.send(S3Request(
@@ -318,10 +324,11 @@ final class S3Sink: PreparingSink {
         }
         xml += "</CompleteMultipartUpload>"
         let body = ByteBuffer(string: xml)
-        let (headers, payloadHash, _) = checksumHeaders(body)
+        // Not checksumHeaders: on this call x-amz-checksum-sha256 would name the whole
+        // object's checksum, not the request body's. The signed payload hash covers the body.
         let response = try await client.send(S3Request(
-            method: .POST, key: key, query: [("uploadId", uploadID)], headers: headers + [("content-type", "application/xml")],
-            body: body, payloadHash: payloadHash, operation: "CompleteMultipartUpload"))
+            method: .POST, key: key, query: [("uploadId", uploadID)], headers: [("content-type", "application/xml")],
+            body: body, payloadHash: Self.sha256Hex(body), operation: "CompleteMultipartUpload"))
         // S3 may answer 200 and report the failure in the body.
         if let error = S3Error(embeddedIn: response) {
             throw SluiceError(.upstreamFailed, "S3 CompleteMultipartUpload \(client.location.display(key)): \(error)")
