@@ -103,6 +103,14 @@ let package = Package(
             swiftSettings: sluiceSettings
         ),
 
+        // MARK: Benchmarks
+        .executableTarget(
+            name: "s3-bench",
+            dependencies: ["SinkS3", "SluiceCore", .product(name: "Logging", package: "swift-log")] + nio,
+            path: "bench/s3-bench",
+            swiftSettings: sluiceSettings
+        ),
+
         // MARK: Tests
         .testTarget(
             name: "SinkS3Tests",

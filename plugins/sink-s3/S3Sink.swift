@@ -47,12 +47,14 @@ final class S3Sink: PreparingSink {
     let client: S3Client
     let settings: Settings
     let memory: MemoryBudget
+    let buffers: PartBufferPool
     let logger: Logger
 
     init(client: S3Client, settings: Settings, maxMemory: Int64, logger: Logger) {
         self.client = client
         self.settings = settings
         self.memory = MemoryBudget(capacity: maxMemory)
+        self.buffers = PartBufferPool(capacity: Int(settings.partSize), limit: Int(maxMemory / settings.partSize))
         self.logger = logger
     }
 
@@ -132,7 +134,7 @@ final class S3Sink: PreparingSink {
         let first: ByteBuffer
         let ended: Bool
         do {
-            (first, ended) = try await reader.fill(capacity: Int(firstSize))
+            (first, ended) = try await reader.fill(into: buffers.take(capacity: Int(firstSize)), capacity: Int(firstSize))
         } catch {
             memory.release(firstSize)
             throw error
@@ -149,7 +151,9 @@ final class S3Sink: PreparingSink {
             throw error
         }
         do {
-            let (parts, total) = try await uploadParts(key: key, uploadID: uploadID, first: first, firstReserved: firstSize, reader: &reader)
+            // `consume`: this scope must not keep the first part's buffer alive for the
+            // whole upload (one extra part of memory per upload otherwise).
+            let (parts, total) = try await uploadParts(key: key, uploadID: uploadID, first: consume first, firstReserved: firstSize, reader: &reader)
             return PreparedMultipart(sink: self, key: key, uploadID: uploadID, parts: parts, bytes: total, context: context)
         } catch {
             await abortMultipart(key: key, uploadID: uploadID)
@@ -166,14 +170,15 @@ final class S3Sink: PreparingSink {
     /// Uploads `first` and every further part of the body, at most `parallelParts`
     /// buffers alive at once (the one filling included).
     private func uploadParts(
-        key: String, uploadID: String, first: ByteBuffer, firstReserved: Int64, reader: inout PartReader
+        key: String, uploadID: String, first: consuming ByteBuffer, firstReserved: Int64, reader: inout PartReader
     ) async throws -> ([CompletedPart], Int64) {
-        try await withThrowingTaskGroup(of: CompletedPart.self) { group in
+        var handOver: ByteBuffer? = consume first
+        return try await withThrowingTaskGroup(of: CompletedPart.self) { group in
             var completed: [CompletedPart] = []
             var inFlight = 0
             var total: Int64 = 0
             var number = 1
-            var buffer = first
+            var buffer = handOver.take()!
             var reserved = firstReserved
             var ended = false
             while true {
@@ -183,9 +188,12 @@ final class S3Sink: PreparingSink {
                 total += Int64(part.readableBytes)
                 group.addTask {
                     defer { self.memory.release(partReserved) }
-                    return try await self.uploadPart(key: key, uploadID: uploadID, number: partNumber, body: part)
+                    let done = try await self.uploadPart(key: key, uploadID: uploadID, number: partNumber, body: part)
+                    self.buffers.give(back: part)
+                    return done
                 }
                 inFlight += 1
+                buffer = ByteBuffer()  // the task owns the part now; don't pin it while waiting
                 if ended { break }
                 number += 1
                 guard number <= Self.maxParts else {
@@ -199,13 +207,14 @@ final class S3Sink: PreparingSink {
                 reserved = partSize(number)
                 try await memory.acquire(reserved)
                 do {
-                    (buffer, ended) = try await reader.fill(capacity: Int(reserved))
+                    (buffer, ended) = try await reader.fill(into: buffers.take(capacity: Int(reserved)), capacity: Int(reserved))
                 } catch {
                     memory.release(reserved)
                     throw error
                 }
                 if buffer.readableBytes == 0 {
                     // The body ended exactly on a part boundary: nothing more to send.
+                    buffers.give(back: buffer)
                     memory.release(reserved)
                     break
                 }
@@ -348,7 +357,13 @@ struct PartReader {
     ///   returned with `ended == false` only once more bytes are known to follow, so the
     ///   last part is never empty (except for an empty body).
     mutating func fill(capacity: Int) async throws -> (ByteBuffer, ended: Bool) {
-        var buffer = ByteBufferAllocator().buffer(capacity: capacity)
+        try await fill(into: ByteBufferAllocator().buffer(capacity: capacity), capacity: capacity)
+    }
+
+    /// Fills `buffer` (empty) with up to `capacity` bytes. The buffer's own capacity may
+    /// be larger (NIO rounds allocations up), so the part size is passed explicitly.
+    mutating func fill(into buffer: ByteBuffer, capacity: Int) async throws -> (ByteBuffer, ended: Bool) {
+        var buffer = buffer
         while true {
             var chunk: ByteBuffer
             if let pending = carry {
@@ -376,6 +391,37 @@ struct PartReader {
                 carry = chunk
             }
         }
+    }
+}
+
+/// Part buffers kept for reuse, so parts do not each cost a fresh multi-megabyte
+/// allocation: glibc serves those from its heaps after the first few and rarely hands
+/// the memory back, which let RSS drift far above `max_memory`. Buffers are only
+/// allocated under a `max_memory` reservation, so the pool never holds more than that.
+final class PartBufferPool: Sendable {
+    let capacity: Int
+    let limit: Int
+    private let free = Mutex<[ByteBuffer]>([])
+
+    init(capacity: Int, limit: Int) {
+        self.capacity = capacity
+        self.limit = limit
+    }
+
+    /// An empty buffer of `capacity` bytes: a pooled one when the size is the pool's.
+    func take(capacity: Int) -> ByteBuffer {
+        if capacity == self.capacity, var buffer = free.withLock({ $0.popLast() }) {
+            buffer.clear()
+            return buffer
+        }
+        return ByteBufferAllocator().buffer(capacity: capacity)
+    }
+
+    /// Returns a part's buffer once its upload no longer needs it.
+    func give(back buffer: ByteBuffer) {
+        // Only buffers made for the pool's size (NIO may have rounded their capacity up).
+        guard buffer.capacity >= capacity, buffer.capacity < 2 * capacity else { return }
+        free.withLock { if $0.count < limit { $0.append(buffer) } }
     }
 }
 
