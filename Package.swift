@@ -32,6 +32,7 @@ let dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
 ]
 
 // MARK: Plugins (one folder per config-selectable component)
@@ -51,6 +52,10 @@ let plugins: [(name: String, folder: String, dependencies: [Target.Dependency])]
     ("StageHash", "stage-hash", []),
     ("StageRateLimit", "stage-rate-limit", []),
     ("SinkDisk", "sink-disk", [logging]),
+    ("SinkS3", "sink-s3", [
+        product("AsyncHTTPClient", "async-http-client"), product("Crypto", "swift-crypto"),
+        product("DequeModule", "swift-collections"), product("NIOHTTP1", "swift-nio"), logging,
+    ]),
 ]
 
 let pluginTargets: [Target] = plugins.map { plugin in
@@ -112,6 +117,12 @@ let exampleTargets: [Target] = [
         path: "bench/stages-bench",
         swiftSettings: sluiceSettings
     ),
+    .executableTarget(
+        name: "s3-bench",
+        dependencies: ["SinkS3", "SluiceCore", logging] + nio,
+        path: "bench/s3-bench",
+        swiftSettings: sluiceSettings
+    ),
 ]
 
 // MARK: Tests (one folder per module)
@@ -127,6 +138,7 @@ let tests: [(name: String, dependencies: [Target.Dependency])] = [
     ("StageHashTests", ["StageHash", "StageCompress", "SluiceRuntime"]),
     ("StageRateLimitTests", ["StageRateLimit", "SluiceRuntime"]),
     ("SinkDiskTests", ["SinkDisk"]),
+    ("SinkS3Tests", ["SinkS3"]),
 ]
 
 let testTargets: [Target] = tests.map { test in

@@ -1,6 +1,7 @@
 import ReceiverHTTP
 import ReceiverTCP
 import SinkDisk
+import SinkS3
 import SluiceCore
 import StageCompress
 import StageDecompress
@@ -24,6 +25,7 @@ extension PluginRegistry {
         registry.register(RateLimitPlugin.self)
         // Sinks
         registry.register(DiskSinkPlugin.self)
+        registry.register(S3SinkPlugin.self)
         return registry
     }()
 }
