@@ -65,6 +65,10 @@ let package = Package(
                 "SluiceCore",
                 // The one registration list (BuiltinPlugins.swift) imports every plugin.
                 // PLUGINS-BEGIN
+                "ReceiverSpool",
+                "SinkRotate",
+                "SinkSpool",
+                "SinkTee",
                 // PLUGINS-END
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -86,11 +90,79 @@ let package = Package(
         ),
 
         // MARK: Plugins (one folder per config-selectable component)
+        .target(
+            name: "ReceiverSpool",
+            dependencies: nio + [
+                "SluiceCore",
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "plugins/receiver-spool",
+            exclude: ["README.md"],
+            swiftSettings: sluiceSettings
+        ),
+        .target(
+            name: "SinkRotate",
+            dependencies: nio + [
+                "SluiceCore",
+                "CZlib",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/sink-rotate",
+            exclude: ["README.md"],
+            swiftSettings: sluiceSettings
+        ),
+        .target(
+            name: "SinkSpool",
+            dependencies: nio + [
+                "SluiceCore",
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/sink-spool",
+            exclude: ["README.md"],
+            swiftSettings: sluiceSettings
+        ),
+        .target(
+            name: "SinkTee",
+            dependencies: nio + [
+                "SluiceCore",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/sink-tee",
+            exclude: ["README.md"],
+            swiftSettings: sluiceSettings
+        ),
 
         // MARK: Tests
         .testTarget(
             name: "SluiceCoreTests",
             dependencies: ["SluiceCore", "SluiceTestKit"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "SinkRotateTests",
+            dependencies: ["SinkRotate", "SluiceCore", "SluiceTestKit"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "SinkSpoolTests",
+            dependencies: ["SinkSpool", "SluiceCore", "SluiceTestKit"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "ReceiverSpoolTests",
+            dependencies: ["ReceiverSpool", "SinkSpool", "SluiceCore", "SluiceTestKit"] + nio + [
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "SinkTeeTests",
+            dependencies: ["SinkTee", "SinkSpool", "SinkRotate", "SluiceCore", "SluiceTestKit"] + nio,
             swiftSettings: sluiceSettings
         ),
     ]

@@ -1,3 +1,7 @@
+import ReceiverSpool
+import SinkRotate
+import SinkSpool
+import SinkTee
 import SluiceCore
 
 extension PluginRegistry {
@@ -8,8 +12,12 @@ extension PluginRegistry {
     public static let builtin: PluginRegistry = {
         var registry = PluginRegistry()
         // Receivers
+        registry.register(ReceiverSpool.self)
         // Stages
         // Sinks
+        registry.register(SinkRotate.self)
+        registry.register(SinkSpool.self)
+        registry.register(SinkTee.self)
         return registry
     }()
 }
