@@ -28,7 +28,7 @@ private final class FlakySink: Sink {
     private let failure: SluiceError.Code
     let delayPerChunk: Duration?
     let stored = Mutex<[String: [[UInt8]]]>([:])
-    let attempts = Atomic<Int>(0)
+    let attempts = Mutex(0)
 
     init(failures: Int, code: SluiceError.Code = .upstreamFailed, delayPerChunk: Duration? = nil) {
         remainingFailures = Mutex(failures)
@@ -37,7 +37,7 @@ private final class FlakySink: Sink {
     }
 
     func store(_ body: UploadBody, context: UploadContext) async throws -> SinkReceipt {
-        attempts.add(1, ordering: .relaxed)
+        attempts.withLock { $0 += 1 }
         let fail = remainingFailures.withLock { n in
             defer { n -= 1 }
             return n > 0
@@ -109,7 +109,7 @@ struct ReceiverSpoolTests {
         await group.triggerGracefulShutdown()
         try await task.value
         #expect(done)
-        #expect(sink.attempts.load(ordering: .relaxed) == 26)
+        #expect(sink.attempts.withLock { $0 } == 26)
         let stored = sink.stored.withLock { $0 }
         #expect(stored.count == 20)
         for (name, bytes) in sent {
@@ -126,12 +126,12 @@ struct ReceiverSpoolTests {
         _ = try await spool(6, into: dir.path, size: 8192)
         let sink = FlakySink(failures: 0, delayPerChunk: .milliseconds(60))
         let (group, task) = try startReceiver(root: dir.path, sink: sink, concurrency: 2, chunkSize: .kibibytes(1))
-        let started = await eventually(5) { sink.attempts.load(ordering: .relaxed) == 2 }
+        let started = await eventually(5) { sink.attempts.withLock { $0 } == 2 }
         #expect(started)
         await group.triggerGracefulShutdown()
         try await task.value
         // The two in flight finished; nothing else was started.
-        #expect(sink.attempts.load(ordering: .relaxed) == 2)
+        #expect(sink.attempts.withLock { $0 } == 2)
         #expect(sink.storedCount == 2)
         #expect(dir.list("new").count == 4)
         let delivered = Set(sink.stored.withLock { Array($0.keys) })
@@ -143,8 +143,8 @@ struct ReceiverSpoolTests {
         let dir = TempDirectory()
         defer { dir.cleanup() }
         try FileManager.default.createDirectory(atPath: dir.path + "/new", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir.path + "/new/batch%2F2026%2Fa.log", contents: Data("a\n".utf8))
-        FileManager.default.createFile(atPath: dir.path + "/new/.hidden", contents: Data("skip".utf8))
+        _ = FileManager.default.createFile(atPath: dir.path + "/new/batch%2F2026%2Fa.log", contents: Data("a\n".utf8))
+        _ = FileManager.default.createFile(atPath: dir.path + "/new/.hidden", contents: Data("skip".utf8))
         let sink = InMemorySink()
         let (group, task) = try startReceiver(root: dir.path, sink: sink, archive: true)
         let done = await eventually(5) { sink.committed.count == 1 && dir.list("cur").count == 1 }
@@ -168,7 +168,7 @@ struct ReceiverSpoolTests {
         await group.triggerGracefulShutdown()
         try await task.value
         #expect(moved)
-        #expect(sink.attempts.load(ordering: .relaxed) == 1)
+        #expect(sink.attempts.withLock { $0 } == 1)
         #expect(dir.list("new").isEmpty)
     }
 

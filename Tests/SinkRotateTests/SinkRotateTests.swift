@@ -267,8 +267,8 @@ struct SinkRotateTests {
         defer { dir.cleanup() }
         try FileManager.default.createDirectory(atPath: dir.path + "/sub", withIntermediateDirectories: true)
         let stamp = Stamp.format(1_795_000_000_000)
-        FileManager.default.createFile(atPath: dir.path + "/sub/.app.log.\(stamp).rotated", contents: Data("old\n".utf8))
-        FileManager.default.createFile(atPath: dir.path + "/sub/.app.log.\(stamp).gz.tmp", contents: Data("garbage".utf8))
+        _ = FileManager.default.createFile(atPath: dir.path + "/sub/.app.log.\(stamp).rotated", contents: Data("old\n".utf8))
+        _ = FileManager.default.createFile(atPath: dir.path + "/sub/.app.log.\(stamp).gz.tmp", contents: Data("garbage".utf8))
         let sink = try makeSink(.init(path: try NameTemplate("{listener}/app.log"), root: dir.path, compressRotated: true))
         try await sink.start()
         await sink.waitForFinishers()

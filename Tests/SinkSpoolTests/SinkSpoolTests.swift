@@ -53,6 +53,12 @@ private func sha256(_ bytes: some Sequence<UInt8>) -> String {
     return Hex.encode(computer.finalize())
 }
 
+private final class WatchState: Sendable {
+    let writersDone = Mutex(false)
+    let violations = Mutex<[String]>([])
+    let checked = Mutex(0)
+}
+
 @Suite("spool sink", .timeLimit(.minutes(1)))
 struct SinkSpoolTests {
     @Test("new/ never shows a partial file under concurrent writers")
@@ -66,20 +72,18 @@ struct SinkSpoolTests {
         // Distinct sizes, so a file seen in new/ tells which upload it must be.
         let payloads = (0..<16).map { pseudoRandomBytes(count: 200_000 + $0 * 1013, seed: UInt64($0 + 1)) }
         let expected = Dictionary(uniqueKeysWithValues: payloads.map { (Int64($0.count), sha256($0)) })
-        let writersDone = Atomic<Bool>(false)
-        let violations = Mutex<[String]>([])
-        let checked = Atomic<Int>(0)
+        let state = WatchState()
 
         async let watcher: Void = {
             var verified = Set<String>()
-            while !writersDone.load(ordering: .acquiring) {
+            while !state.writersDone.withLock({ $0 }) {
                 for name in dir.list("new") where !verified.contains(name) {
                     let data = (try? Data(contentsOf: URL(fileURLWithPath: dir.path + "/new/" + name))) ?? Data()
                     if expected[Int64(data.count)] != sha256(data) {
-                        violations.withLock { $0.append("\(name): \(data.count) bytes") }
+                        state.violations.withLock { $0.append("\(name): \(data.count) bytes") }
                     }
                     verified.insert(name)
-                    checked.add(1, ordering: .relaxed)
+                    state.checked.withLock { $0 += 1 }
                 }
                 try? await Task.sleep(for: .milliseconds(2))
             }
@@ -95,11 +99,11 @@ struct SinkSpoolTests {
             }
             try await group.waitForAll()
         }
-        writersDone.store(true, ordering: .releasing)
+        state.writersDone.withLock { $0 = true }
         await watcher
 
-        #expect(violations.withLock { $0 }.isEmpty)
-        #expect(checked.load(ordering: .relaxed) > 0)
+        #expect(state.violations.withLock { $0 }.isEmpty)
+        #expect(state.checked.withLock { $0 } > 0)
         #expect(dir.list("new").count == 16)
         #expect(dir.list("tmp").isEmpty)
         for name in dir.list("new") {
@@ -166,8 +170,8 @@ struct SinkSpoolTests {
         try FileManager.default.createDirectory(atPath: dir.path + "/tmp", withIntermediateDirectories: true)
         let dead = "2147483000-\(UUID().uuidString.lowercased())"
         let mine = "\(getpid())-\(UUID().uuidString.lowercased())"
-        FileManager.default.createFile(atPath: dir.path + "/tmp/" + dead, contents: Data("x".utf8))
-        FileManager.default.createFile(atPath: dir.path + "/tmp/" + mine, contents: Data("y".utf8))
+        _ = FileManager.default.createFile(atPath: dir.path + "/tmp/" + dead, contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: dir.path + "/tmp/" + mine, contents: Data("y".utf8))
         let sink = try makeSink(.init(root: dir.path))
         try await sink.start()
         #expect(dir.list("tmp") == [mine])

@@ -22,12 +22,19 @@ private struct TempDirectory {
 }
 
 /// A two-phase sink kept in memory: fails after `failAfter` bytes, or reads slowly.
+/// A counter tasks share.
+private final class Count: Sendable {
+    private let value = Atomic<Int>(0)
+    func add(_ n: Int = 1) { value.add(n, ordering: .relaxed) }
+    func load() -> Int { value.load(ordering: .relaxed) }
+}
+
 private final class MemoryPreparingSink: PreparingSink {
     let failAfter: Int?
     let delayPerChunk: Duration?
     let committed = Mutex<[[UInt8]]>([])
-    let aborted = Atomic<Int>(0)
-    let chunksRead = Atomic<Int>(0)
+    let aborted = Count()
+    let chunksRead = Count()
 
     init(failAfter: Int? = nil, delayPerChunk: Duration? = nil) {
         self.failAfter = failAfter
@@ -45,14 +52,14 @@ private final class MemoryPreparingSink: PreparingSink {
             sink.committed.withLock { $0.append(bytes) }
             return SinkReceipt(location: "memory", bytesStored: Int64(bytes.count))
         }
-        func abort() async { sink.aborted.add(1, ordering: .relaxed) }
+        func abort() async { sink.aborted.add() }
     }
 
     func prepare(_ body: UploadBody, context: UploadContext) async throws -> any PreparedObject {
         var bytes: [UInt8] = []
         for try await chunk in body {
             bytes += chunk.readableBytesView
-            chunksRead.add(1, ordering: .relaxed)
+            chunksRead.add()
             if let failAfter, bytes.count >= failAfter { throw SluiceError(.insufficientStorage, "memory full") }
             if let delayPerChunk { try await Task.sleep(for: delayPerChunk) }
         }
@@ -75,15 +82,15 @@ private struct ReverseStage: Stage {
 private struct CountingBody: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     let chunks: Int
-    let pulled: Atomic<Int>
+    let pulled: Count
     func makeAsyncIterator() -> Iterator { Iterator(remaining: chunks, pulled: pulled) }
     struct Iterator: AsyncIteratorProtocol {
         var remaining: Int
-        let pulled: Atomic<Int>
+        let pulled: Count
         mutating func next() async throws -> ByteBuffer? {
             guard remaining > 0 else { return nil }
             remaining -= 1
-            pulled.add(1, ordering: .relaxed)
+            pulled.add()
             return ByteBuffer(repeating: 7, count: 1000)
         }
     }
@@ -155,18 +162,17 @@ struct SinkTeeTests {
         let fast = MemoryPreparingSink()
         let slow = MemoryPreparingSink(delayPerChunk: .milliseconds(5))
         let tee = TeeSink(branches: [.init(stages: [], sink: fast), .init(stages: [], sink: slow)])
-        let pulled = Atomic<Int>(0)
-        let maxLead = Atomic<Int>(0)
+        let pulled = Count()
+        var maxLead = 0
         let upload = Upload(metadata: UploadMetadata(name: "z", listener: "t"), body: UploadBody(CountingBody(chunks: 200, pulled: pulled)))
         async let stored = Pipeline(name: "tee", stages: [], sink: tee).process(upload)
-        while slow.committed.withLock({ $0.isEmpty }) && pulled.load(ordering: .relaxed) < 200 {
-            let lead = pulled.load(ordering: .relaxed) - slow.chunksRead.load(ordering: .relaxed)
-            if lead > maxLead.load(ordering: .relaxed) { maxLead.store(lead, ordering: .relaxed) }
+        while slow.committed.withLock({ $0.isEmpty }) && pulled.load() < 200 {
+            maxLead = max(maxLead, pulled.load() - slow.chunksRead.load())
             try await Task.sleep(for: .milliseconds(1))
         }
         let receipt = try await stored
         #expect(receipt.bytesStored == 400_000)
-        #expect(maxLead.load(ordering: .relaxed) <= TeeSink.bufferedChunks + 2)
+        #expect(maxLead <= TeeSink.bufferedChunks + 2)
     }
 
     @Test("config: branches are pipelines; a branch sink that cannot prepare is an error naming its key path")
