@@ -86,7 +86,7 @@ struct SinkRotateTests {
     func oversizedChunk() async throws {
         let dir = TempDirectory()
         defer { dir.cleanup() }
-        let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: 100))
+        let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: 100, fsync: .everyChunk))
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
         _ = try await pipeline.process(recordsUpload([["small"]]))
         _ = try await pipeline.process(recordsUpload([[String(repeating: "B", count: 500)]]))
@@ -128,7 +128,7 @@ struct SinkRotateTests {
     func keepPruning() async throws {
         let dir = TempDirectory()
         defer { dir.cleanup() }
-        let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: 10, keep: 3))
+        let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: 10, keep: 3, fsync: .never))
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
         for i in 0..<10 {
             _ = try await pipeline.process(recordsUpload([["line-\(i)"]]))
@@ -298,12 +298,15 @@ struct SinkRotateTests {
               root: /tmp/x
               naming: weekly
               fsync: sometimes
+          other:
+            sink: { type: rotate, path: ../escape.log, root: /tmp/x }
         """
         #expect {
             try LoadedConfig.parse(yaml, file: "t.yaml", registry: registry)
         } throws: { error in
             let text = "\(error)"
             return text.contains("pipelines.logs.sink.naming") && text.contains("numbered, timestamp")
+                && text.contains("pipelines.other.sink.path")
         }
     }
 }

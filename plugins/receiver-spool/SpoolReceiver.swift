@@ -56,10 +56,8 @@ final class SpoolReceiver: Receiver {
         self.pipeline = pipeline
         self.environment = environment
         self.logger = environment.logger
-        let root = configuration.root.hasPrefix("/")
-            ? configuration.root
-            : FileManager.default.currentDirectoryPath + "/" + configuration.root
-        self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+        // Absolute and normalised (no `./`, no trailing `/`), relative to the working directory.
+        self.root = URL(fileURLWithPath: configuration.root).standardizedFileURL.path
         let dimensions = [("listener", environment.name)]
         forwarded = Counter(label: "sluice_spool_forwarded_total", dimensions: dimensions)
         failures = Counter(label: "sluice_spool_failures_total", dimensions: dimensions)

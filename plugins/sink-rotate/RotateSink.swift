@@ -27,10 +27,8 @@ final class RotateSink: Sink {
 
     init(configuration: SinkRotate.Configuration, logger: Logger, now: @escaping @Sendable () -> Date) {
         self.configuration = configuration
-        let root = configuration.root.hasPrefix("/")
-            ? configuration.root
-            : FileManager.default.currentDirectoryPath + "/" + configuration.root
-        self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+        // Absolute and normalised (no `./`, no trailing `/`), relative to the working directory.
+        self.root = URL(fileURLWithPath: configuration.root).standardizedFileURL.path
         self.settings = RotationSettings(
             maxSize: configuration.maxSize?.bytes,
             maxAge: configuration.maxAge?.seconds,

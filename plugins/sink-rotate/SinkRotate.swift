@@ -135,6 +135,16 @@ public enum SinkRotate: SinkPlugin {
             if let maxTotal, maxTotal.bytes <= 0 { throw decoder.configIssue("max_total", "must be more than 0 bytes") }
             if !(0...9).contains(compressLevel) { throw decoder.configIssue("compress_level", "must be 0…9, got \(compressLevel)") }
             if fsyncInterval.duration <= .zero { throw decoder.configIssue("fsync_interval", "must be longer than 0s") }
+            if path.usedPlaceholders.isEmpty {
+                do {
+                    let fixed = try UploadName.sanitize(path.text)
+                    if fixed.split(separator: "/").contains(where: { $0.hasPrefix(".") }) {
+                        throw decoder.configIssue("path", "components starting with \".\" are reserved for the sink's own files")
+                    }
+                } catch let error as SluiceError {
+                    throw decoder.configIssue("path", error.message)
+                }
+            }
             if let digest = path.usedPlaceholders.first(where: { DigestAlgorithm(rawValue: $0) != nil }) {
                 throw decoder.configIssue("path", "{\(digest)} is not known when an append starts; use upload facts such as {listener}, {name} or {date}")
             }

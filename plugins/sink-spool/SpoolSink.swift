@@ -22,15 +22,24 @@ final class SpoolSink: PreparingSink {
     let usage: SpoolUsage
     private let logger: Logger
 
+    /// Threads for the spool's blocking calls. Each delivery fsyncs twice (the file, then
+    /// `new/`), and an fsync holds its thread for a disk flush: many threads let
+    /// concurrent uploads' fsyncs reach the filesystem together (one journal commit can
+    /// serve them all) instead of queueing behind each other on NIO's shared pool, which
+    /// `NIOFileSystem` (and so the spool receiver) also uses.
+    static let pool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 16)
+        pool.start()
+        return pool
+    }()
+
     /// Maildir readers delete `tmp/` files this old whatever their process: a pid may be reused.
     static let staleAge: TimeInterval = 36 * 3600
 
     init(configuration: SinkSpool.Configuration, logger: Logger) {
         self.configuration = configuration
-        let root = configuration.root.hasPrefix("/")
-            ? configuration.root
-            : FileManager.default.currentDirectoryPath + "/" + configuration.root
-        self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+        // Absolute and normalised (no `./`, no trailing `/`), relative to the working directory.
+        self.root = URL(fileURLWithPath: configuration.root).standardizedFileURL.path
         self.logger = logger
         self.usage = SpoolUsage(newDirectory: self.root + "/new", limit: configuration.maxSize?.bytes)
     }
@@ -39,7 +48,7 @@ final class SpoolSink: PreparingSink {
     func start() async throws {
         let (tmp, new, cur) = (self.tmp, self.new, self.cur)
         let logger = self.logger
-        try await NIOThreadPool.singleton.runIfActive {
+        try await SpoolSink.pool.runIfActive {
             for directory in [tmp, new, cur] { try Posix.makeDirectories(directory) }
             let now = Date().timeIntervalSince1970
             var swept = 0
@@ -64,7 +73,7 @@ final class SpoolSink: PreparingSink {
         }
         let tmpPath = tmp + "/\(getpid())-\(context.metadata.id.uuidString.lowercased())"
         let fsync = configuration.fsync
-        let fd = try await NIOThreadPool.singleton.runIfActive { try Posix.createExclusive(tmpPath) }
+        let fd = try await SpoolSink.pool.runIfActive { try Posix.createExclusive(tmpPath) }
         var reserved: Int64 = 0
         var open = true
         do {
@@ -72,12 +81,12 @@ final class SpoolSink: PreparingSink {
                 try await usage.reserve(Int64(chunk.readableBytes))
                 let offset = reserved
                 reserved += Int64(chunk.readableBytes)
-                try await NIOThreadPool.singleton.runIfActive {
+                try await SpoolSink.pool.runIfActive {
                     try Posix.pwriteAll(fd, chunk, at: offset, path: tmpPath)
                 }
             }
             if fsync {
-                try await NIOThreadPool.singleton.runIfActive { try Posix.sync(fd, path: tmpPath) }
+                try await SpoolSink.pool.runIfActive { try Posix.sync(fd, path: tmpPath) }
             }
             Posix.closeQuietly(fd)
             open = false
@@ -113,7 +122,7 @@ final class PreparedSpoolFile: PreparedObject {
 
     func commit() async throws -> SinkReceipt {
         let (tmpPath, target, new, fsync) = (self.tmpPath, sink.new + "/" + name, sink.new, sink.configuration.fsync)
-        try await NIOThreadPool.singleton.runIfActive {
+        try await SpoolSink.pool.runIfActive {
             // link + unlink, as Maildir delivery does: never replaces a file already in new/.
             try Posix.link(tmpPath, to: target)
             try? Posix.remove(tmpPath)
@@ -161,7 +170,7 @@ final class SpoolUsage: Sendable {
         guard limit != nil else { return }
         let directory = newDirectory
         let started = ContinuousClock.now
-        let total = try await NIOThreadPool.singleton.runIfActive {
+        let total = try await SpoolSink.pool.runIfActive {
             try Posix.list(directory).reduce(Int64(0)) { sum, name in sum + (Posix.fileInfo(directory + "/" + name)?.size ?? 0) }
         }
         state.withLock {
