@@ -212,6 +212,26 @@ struct SinkRotateTests {
         #expect(read(dir.path + "/app.log") == Array("one\ntwo\nthree\nfour\n".utf8))
     }
 
+    @Test("a second sink of the same process (a config reload) never cuts the first one's write in progress")
+    func reloadDoesNotCut() async throws {
+        let dir = TempDirectory()
+        defer { dir.cleanup() }
+        let configuration = SinkRotate.Configuration(path: try NameTemplate("app.log"), root: dir.path)
+        let old = try makeSink(configuration)
+        try await old.start()
+        _ = try await Pipeline(name: "logs", stages: [], sink: old).process(recordsUpload([["one"]]))
+        // What a write in progress looks like from outside.
+        let handle = try #require(FileHandle(forWritingAtPath: dir.path + "/app.log"))
+        handle.seekToEndOfFile()
+        handle.write(Data("in progre".utf8))
+        try handle.close()
+        let new = try makeSink(configuration)
+        try await new.start()
+        #expect(read(dir.path + "/app.log") == Array("one\nin progre".utf8))
+        await old.stop()
+        await new.stop()
+    }
+
     @Test("a restart cuts a torn gzip member off a compressed active file")
     func restartCutsTornGzipMember() async throws {
         let dir = TempDirectory()

@@ -76,7 +76,7 @@ final class ActiveFile: Sendable {
         case copy(StagedObject, CheckedContinuation<Void, any Error>)
         case open(CheckedContinuation<Void, any Error>)
         case tick
-        case close(CheckedContinuation<Void, any Error>)
+        case close(CheckedContinuation<Void, any Error>, release: Bool)
     }
 
     private struct Queue {
@@ -138,9 +138,20 @@ final class ActiveFile: Sendable {
     }
 
     /// Fsyncs (unless the policy is `never`) and closes the file; the next write reopens it.
-    func close() async throws {
-        try await withCheckedThrowingContinuation { submit(.close($0)) }
+    ///
+    /// - Parameter release: The sink is stopping: this writer no longer counts as one
+    ///   of the process's open writers of the path (see ``openWriters``).
+    func close(release: Bool = false) async throws {
+        try await withCheckedThrowingContinuation { submit(.close($0, release: release)) }
     }
+
+    /// How many writers in this process have the path open (several during a config
+    /// reload, when the old generation drains while the new one starts).
+    ///
+    /// Only the first looks for a torn record at the end: a writer of this process
+    /// writes whole units, so an incomplete tail while another writer of the process is
+    /// active is a write in progress, not a crash's leftover, and must not be cut.
+    private static let openWriters = Mutex<[String: Int]>([:])
 
     /// Checks age rotation, the fsync interval and idleness.
     func tick() {
@@ -270,9 +281,16 @@ final class ActiveFile: Sendable {
                 case .tick:
                     flushMerged()
                     housekeeping(&st)
-                case .close(let waiter):
+                case .close(let waiter, let release):
                     flushMerged()
                     outcomes.append((waiter, closeFile(&st)))
+                    if release, st.checked {
+                        st.checked = false
+                        Self.openWriters.withLock { counts in
+                            counts[path, default: 1] -= 1
+                            if counts[path] == 0 { counts[path] = nil }
+                        }
+                    }
                 }
             }
             flushMerged()
@@ -307,10 +325,16 @@ final class ActiveFile: Sendable {
         let fd = try Posix.openAppend(path)
         do {
             var size = try Posix.size(of: fd, path: path)
-            if !st.checked, size > 0 {
-                size = try TailRecovery.recover(fd: fd, size: size, path: path, logger: logger)
+            if !st.checked {
+                let first = Self.openWriters.withLock { counts in
+                    defer { counts[path, default: 0] += 1 }
+                    return counts[path, default: 0] == 0
+                }
+                st.checked = true
+                if first, size > 0 {
+                    size = try TailRecovery.recover(fd: fd, size: size, path: path, logger: logger)
+                }
             }
-            st.checked = true
             st.fd = fd
             st.size = size
             if size == 0 || st.createdAt == nil {

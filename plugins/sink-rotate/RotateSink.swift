@@ -81,7 +81,7 @@ final class RotateSink: Sink {
         let all = files.withLock { Array($0.values) }
         for file in all {
             do {
-                try await file.close()
+                try await file.close(release: true)
             } catch {
                 logger.error("closing \(file.relativePath) failed: \(error)")
             }
