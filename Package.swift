@@ -155,7 +155,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ReceiverSpoolTests",
-            dependencies: ["ReceiverSpool", "SinkSpool", "SluiceCore", "SluiceTestKit"] + nio + [
+            dependencies: ["ReceiverSpool", "SinkSpool", "SluiceCore", "SluiceRuntime", "SluiceTestKit"] + nio + [
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: sluiceSettings
