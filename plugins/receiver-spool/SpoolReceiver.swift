@@ -245,7 +245,7 @@ final class SpoolReceiver: Receiver {
             let failure = SluiceError.from(error)
             failures.increment()
             if Self.isPermanent(failure.code) {
-                return quarantine(file, path: path, failure)
+                return await quarantine(file, path: path, failure)
             }
             return .retry(failure)
         }
@@ -265,15 +265,13 @@ final class SpoolReceiver: Receiver {
         return .delivered
     }
 
-    private func quarantine(_ file: String, path: String, _ failure: SluiceError) -> Outcome {
+    private func quarantine(_ file: String, path: String, _ failure: SluiceError) async -> Outcome {
         logger.error("the downstream refused the file; moving it to failed/", metadata: [
             "file": "\(file)", "code": "\(failure.code.rawValue)", "error": "\(failure.message)",
         ])
         do {
-            try FileManager.default.createDirectory(atPath: failedDirectory, withIntermediateDirectories: true)
-            if rename(path, failedDirectory + "/" + file) != 0 {
-                throw SluiceError(.internal, "rename failed: \(String(cString: strerror(errno)))")
-            }
+            try await FileSystem.shared.createDirectory(at: FilePath(failedDirectory), withIntermediateDirectories: true)
+            try await FileSystem.shared.moveItem(at: FilePath(path), to: FilePath(failedDirectory + "/" + file))
             return .quarantine(failure)
         } catch {
             logger.error("cannot move \(path) to failed/: \(error)")
