@@ -64,12 +64,15 @@ struct SpoolBenchmark {
         let shared = Shared()
         let payload = pseudoRandomBytes(count: 1024)
         let started = ContinuousClock.now
+        // Optional pacing (uploads per second), to measure latency below saturation.
+        let rate = Double(ProcessInfo.processInfo.environment["SLUICE_BENCH_RATE"] ?? "")
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<32 {
                 group.addTask {
                     while true {
                         let i = shared.next.withLock { n -> Int in defer { n += 1 }; return n }
                         guard i < count else { return }
+                        if let rate { try await Task.sleep(until: started + .milliseconds(Int64(Double(i) * 1000 / rate))) }
                         let name = String(format: "u%06d", i)
                         _ = try await inbound.process(.test(name: name, bytes: payload))
                         shared.spooledAt.withLock { $0[name] = .now }
