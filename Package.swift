@@ -66,9 +66,15 @@ let package = Package(
                 // The one registration list (BuiltinPlugins.swift) imports every plugin.
                 // PLUGINS-BEGIN
                 "ReceiverSpool",
+                "ReceiverTCP",
+                "SinkDisk",
                 "SinkRotate",
                 "SinkSpool",
                 "SinkTee",
+                "StageCompress",
+                "StageDecompress",
+                "StageHash",
+                "StageRateLimit",
                 // PLUGINS-END
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -100,6 +106,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "plugins/receiver-spool",
+            exclude: ["README.md"],
+            swiftSettings: sluiceSettings
+        ),
+        .target(
+            name: "ReceiverTCP",
+            dependencies: nio + [
+                "SluiceCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "plugins/receiver-tcp",
             exclude: ["README.md"],
             swiftSettings: sluiceSettings
         ),
@@ -136,8 +153,64 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: sluiceSettings
         ),
+        .target(
+            name: "SinkDisk",
+            dependencies: nio + [
+                "SluiceCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/sink-disk",
+            exclude: ["README.md"],
+            swiftSettings: sluiceSettings
+        ),
+        .target(name: "StageCompress", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-compress", exclude: ["README.md"], swiftSettings: sluiceSettings),
+        .target(name: "StageDecompress", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-decompress", exclude: ["README.md"], swiftSettings: sluiceSettings),
+        .target(name: "StageHash", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-hash", exclude: ["README.md"], swiftSettings: sluiceSettings),
+        .target(name: "StageRateLimit", dependencies: ["SluiceCore", .product(name: "NIOCore", package: "swift-nio")], path: "plugins/stage-rate-limit", exclude: ["README.md"], swiftSettings: sluiceSettings),
+
+        // MARK: Examples
+        .executableTarget(
+            name: "sluice-library-example",
+            dependencies: nio + [
+                "SluiceCore", "SluiceRuntime", "SinkDisk", "StageHash",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/library",
+            swiftSettings: sluiceSettings
+        ),
+
+        // MARK: Benchmarks
+        .executableTarget(
+            name: "stages-bench",
+            dependencies: [
+                "SluiceCore", "StageCompress", "StageDecompress", "StageHash", "StageRateLimit",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "bench/stages-bench",
+            swiftSettings: sluiceSettings
+        ),
 
         // MARK: Tests
+        .testTarget(
+            name: "StageCompressTests",
+            dependencies: ["StageCompress", "StageDecompress", "SluiceCore", "SluiceTestKit", "SluiceRuntime"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "StageDecompressTests",
+            dependencies: ["StageDecompress", "StageCompress", "SluiceCore", "SluiceTestKit", "SluiceRuntime"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "StageHashTests",
+            dependencies: ["StageHash", "StageCompress", "SluiceCore", "SluiceTestKit", "SluiceRuntime"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "StageRateLimitTests",
+            dependencies: ["StageRateLimit", "SluiceCore", "SluiceTestKit", "SluiceRuntime"] + nio,
+            swiftSettings: sluiceSettings
+        ),
         .testTarget(
             name: "SluiceCoreTests",
             dependencies: ["SluiceCore", "SluiceTestKit"] + nio,
@@ -163,6 +236,23 @@ let package = Package(
         .testTarget(
             name: "SinkTeeTests",
             dependencies: ["SinkTee", "SinkSpool", "SinkRotate", "SluiceCore", "SluiceTestKit"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "SluiceRuntimeTests",
+            dependencies: ["SluiceCore", "SluiceRuntime", "SluiceTestKit", .product(name: "Logging", package: "swift-log")] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "SinkDiskTests",
+            dependencies: ["SinkDisk", "SluiceCore", "SluiceTestKit"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "ReceiverTCPTests",
+            dependencies: ["ReceiverTCP", "SluiceCore", "SluiceRuntime", "SluiceTestKit"] + nio + [
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: sluiceSettings
         ),
     ]

@@ -1,8 +1,14 @@
 import ReceiverSpool
+import ReceiverTCP
+import SinkDisk
 import SinkRotate
 import SinkSpool
 import SinkTee
 import SluiceCore
+import StageCompress
+import StageDecompress
+import StageHash
+import StageRateLimit
 
 extension PluginRegistry {
     /// Every built-in plugin: the one registration list.
@@ -12,9 +18,15 @@ extension PluginRegistry {
     public static let builtin: PluginRegistry = {
         var registry = PluginRegistry()
         // Receivers
+        registry.register(TCPReceiverPlugin.self)
         registry.register(ReceiverSpool.self)
         // Stages
+        registry.register(CompressPlugin.self)
+        registry.register(DecompressPlugin.self)
+        registry.register(HashPlugin.self)
+        registry.register(RateLimitPlugin.self)
         // Sinks
+        registry.register(DiskSinkPlugin.self)
         registry.register(SinkRotate.self)
         registry.register(SinkSpool.self)
         registry.register(SinkTee.self)

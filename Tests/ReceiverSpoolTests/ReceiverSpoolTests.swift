@@ -105,7 +105,7 @@ struct ReceiverSpoolTests {
         let sent = try await spool(20, into: dir.path)
         let sink = FlakySink(failures: 6)
         let (group, task) = try startReceiver(root: dir.path, sink: sink)
-        let done = await eventually(15) { sink.storedCount == 20 && dir.list("new").isEmpty }
+        let done = await eventually(30) { sink.storedCount == 20 && dir.list("new").isEmpty }
         await group.triggerGracefulShutdown()
         try await task.value
         #expect(done)
@@ -124,9 +124,9 @@ struct ReceiverSpoolTests {
         let dir = TempDirectory()
         defer { dir.cleanup() }
         _ = try await spool(6, into: dir.path, size: 8192)
-        let sink = FlakySink(failures: 0, delayPerChunk: .milliseconds(60))
+        let sink = FlakySink(failures: 0, delayPerChunk: .milliseconds(150))
         let (group, task) = try startReceiver(root: dir.path, sink: sink, concurrency: 2, chunkSize: .kibibytes(1))
-        let started = await eventually(5) { sink.attempts.withLock { $0 } == 2 }
+        let started = await eventually(20) { sink.attempts.withLock { $0 } == 2 }
         #expect(started)
         await group.triggerGracefulShutdown()
         try await task.value
@@ -147,7 +147,7 @@ struct ReceiverSpoolTests {
         _ = FileManager.default.createFile(atPath: dir.path + "/new/.hidden", contents: Data("skip".utf8))
         let sink = InMemorySink()
         let (group, task) = try startReceiver(root: dir.path, sink: sink, archive: true)
-        let done = await eventually(5) { sink.committed.count == 1 && dir.list("cur").count == 1 }
+        let done = await eventually(20) { sink.committed.count == 1 && dir.list("cur").count == 1 }
         await group.triggerGracefulShutdown()
         try await task.value
         #expect(done)
@@ -163,7 +163,7 @@ struct ReceiverSpoolTests {
         _ = try await spool(1, into: dir.path)
         let sink = FlakySink(failures: 100, code: .corruptInput)
         let (group, task) = try startReceiver(root: dir.path, sink: sink)
-        let moved = await eventually(5) { dir.list("failed").count == 1 }
+        let moved = await eventually(20) { dir.list("failed").count == 1 }
         try await Task.sleep(for: .milliseconds(200))
         await group.triggerGracefulShutdown()
         try await task.value

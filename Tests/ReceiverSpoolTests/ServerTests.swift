@@ -34,7 +34,7 @@ struct SpoolServerTests {
         let config = try LoadedConfig.parse(yaml, file: "test.yaml", registry: .builtin)
         let server = try await ServerGeneration.start(config, logger: Logger(label: "test"))
         #expect(server.announcements.map(\.listener) == ["forward"])
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         func list(_ sub: String) -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: root + "/" + sub)) ?? []).sorted() }
         while ContinuousClock.now < deadline, !(list("in/new").isEmpty && list("b/new").count == 5) {
             try await Task.sleep(for: .milliseconds(20))

@@ -117,7 +117,7 @@ struct SinkRotateTests {
 
         // No write: the timer rotates the old file.
         clock.advance(3601)
-        let rotated = await eventually(5) { FileManager.default.fileExists(atPath: dir.path + "/app.log.2") }
+        let rotated = await eventually(20) { FileManager.default.fileExists(atPath: dir.path + "/app.log.2") }
         #expect(rotated)
         await sink.stop()
         #expect(read(dir.path + "/app.log.1") == Array("third\n".utf8))
