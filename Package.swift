@@ -52,6 +52,10 @@ let plugins: [(name: String, folder: String, dependencies: [Target.Dependency])]
     ("StageHash", "stage-hash", []),
     ("StageRateLimit", "stage-rate-limit", []),
     ("SinkDisk", "sink-disk", [logging]),
+    ("SinkRotate", "sink-rotate", ["CZlib", logging]),
+    ("SinkSpool", "sink-spool", [product("_NIOFileSystem", "swift-nio"), logging]),
+    ("SinkTee", "sink-tee", [product("DequeModule", "swift-collections"), logging]),
+    ("ReceiverSpool", "receiver-spool", [product("_NIOFileSystem", "swift-nio"), logging, metrics, lifecycle]),
     ("SinkS3", "sink-s3", [
         product("AsyncHTTPClient", "async-http-client"), product("Crypto", "swift-crypto"),
         product("DequeModule", "swift-collections"), product("NIOHTTP1", "swift-nio"), logging,
@@ -139,6 +143,10 @@ let tests: [(name: String, dependencies: [Target.Dependency])] = [
     ("StageRateLimitTests", ["StageRateLimit", "SluiceRuntime"]),
     ("SinkDiskTests", ["SinkDisk"]),
     ("SinkS3Tests", ["SinkS3"]),
+    ("SinkRotateTests", ["SinkRotate"]),
+    ("SinkSpoolTests", ["SinkSpool"]),
+    ("ReceiverSpoolTests", ["ReceiverSpool", "SinkSpool", "SluiceRuntime", lifecycle]),
+    ("SinkTeeTests", ["SinkTee", "SinkSpool", "SinkRotate"]),
 ]
 
 let testTargets: [Target] = tests.map { test in

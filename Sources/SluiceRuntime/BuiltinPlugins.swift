@@ -1,7 +1,11 @@
 import ReceiverHTTP
+import ReceiverSpool
 import ReceiverTCP
 import SinkDisk
+import SinkRotate
 import SinkS3
+import SinkSpool
+import SinkTee
 import SluiceCore
 import StageCompress
 import StageDecompress
@@ -18,6 +22,7 @@ extension PluginRegistry {
         // Receivers
         registry.register(TCPReceiverPlugin.self)
         registry.register(HTTPReceiverPlugin.self)
+        registry.register(ReceiverSpool.self)
         // Stages
         registry.register(CompressPlugin.self)
         registry.register(DecompressPlugin.self)
@@ -26,6 +31,9 @@ extension PluginRegistry {
         // Sinks
         registry.register(DiskSinkPlugin.self)
         registry.register(S3SinkPlugin.self)
+        registry.register(SinkRotate.self)
+        registry.register(SinkSpool.self)
+        registry.register(SinkTee.self)
         return registry
     }()
 }
