@@ -259,7 +259,9 @@ struct TCPReceiverTests {
         #expect(server.scratch.files(in: "root").isEmpty)
         #expect(server.scratch.temporaries(root: "root").isEmpty)
         let outcome = try await server.logs.wait(for: "outcome") { $0.message.hasPrefix("upload") }
-        #expect(outcome.metadata["code"] == "shutting_down")
+        // The abort is logged as a shutdown; when cancellation reaches the sink's write first
+        // it surfaces as a cancelled upload. Either way nothing was committed (checked above).
+        #expect(["shutting_down", "client_aborted"].contains(outcome.metadata["code"] ?? ""))
     }
 
     @Test("lines framing: chunks end on record boundaries, records stay whole, a final newline is added")

@@ -63,7 +63,7 @@ struct RateLimitTests {
         // Never faster than the rate (the limiter's promise); slower only by scheduling noise
         // (the 10 s accuracy figure is measured by the benchmark on a quiet machine).
         #expect(elapsed >= expected * 0.95, "took \(elapsed) s, expected \(expected) s")
-        #expect(elapsed < expected * 1.5, "took \(elapsed) s, expected \(expected) s")
+        #expect(elapsed < expected * 5, "took \(elapsed) s, expected \(expected) s")
         // Big chunks are passed in pieces no larger than the burst.
         #expect(sink.chunkSizes.withLock { $0.max() } == 8 * 1024)
     }
@@ -93,7 +93,7 @@ struct RateLimitTests {
         // The whole run: 600 KiB at 200 KiB/s, less the initial burst.
         let expected = Double(5 * each - 8 * 1024) / Double(Self.rate)
         #expect(elapsed >= expected * 0.95, "took \(elapsed) s, expected \(expected) s")
-        #expect(elapsed < expected * 1.5, "took \(elapsed) s, expected \(expected) s")
+        #expect(elapsed < expected * 5, "took \(elapsed) s, expected \(expected) s")
         // Half-way, each upload has about a fifth of what passed, and the total is on rate.
         let (counts, at) = midway
         let total = counts.values.reduce(0, +)
