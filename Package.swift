@@ -73,11 +73,17 @@ let package = Package(
             ],
             swiftSettings: sluiceSettings
         ),
+        .target(
+            name: "SluiceLoad",
+            dependencies: nio + ["SluiceCore"],
+            swiftSettings: sluiceSettings
+        ),
         .executableTarget(
             name: "sluice",
             dependencies: nio + [
                 "SluiceCore",
                 "SluiceRuntime",
+                "SluiceLoad",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -91,6 +97,11 @@ let package = Package(
         .testTarget(
             name: "SluiceCoreTests",
             dependencies: ["SluiceCore", "SluiceTestKit"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "SluiceLoadTests",
+            dependencies: ["SluiceLoad", "SluiceCore"] + nio,
             swiftSettings: sluiceSettings
         ),
     ]

@@ -16,7 +16,7 @@ struct Sluice: AsyncParsableCommand {
         Send a file:
           cat file | nc -N 127.0.0.1 8888
         """,
-        subcommands: [Serve.self, Validate.self, Plugins.self]
+        subcommands: [Serve.self, Validate.self, Plugins.self, Load.self]
     )
 }
 
