@@ -202,7 +202,9 @@ def empty_dir(path):
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.quick = args.quick
+        self.quick = args.quick or args.smoke
+        # --smoke: every scenario with sizes ÷ 64 and short holds, to check the harness itself.
+        self.div = 64 if args.smoke else 1
         self.work = Path(tempfile.mkdtemp(prefix=".bench-", dir=ROOT))
         self.logdir = self.work / "logs"
         self.logdir.mkdir()
@@ -212,7 +214,18 @@ class Bench:
     def log(self, msg):
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
+    def size(self, nominal):
+        """A size for `sluice load --size`: the nominal one, or ÷ 64 under --smoke."""
+        units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+        for unit, factor in units.items():
+            if nominal.endswith(unit):
+                return str(max(1, int(nominal[:-len(unit)]) * factor // self.div))
+        return nominal
+
     def build(self):
+        if self.args.sluice:
+            self.sluice = str(Path(self.args.sluice).resolve())
+            return
         if not self.args.no_build:
             self.log("swift build -c release --product sluice")
             subprocess.run(["swift", "build", "-c", "release", "--product", "sluice"], cwd=ROOT, check=True)
@@ -372,15 +385,15 @@ class Bench:
 
         def tcp_runs(server):
             return [
-                ("tcp 1 × 256 MiB", server.name, self.measure(server, "--target", f"127.0.0.1:{server.port}", "--concurrency", 1, "--size", "256MiB", "--count", count)),
-                ("tcp 16 × 16 MiB", server.name, self.measure(server, "--target", f"127.0.0.1:{server.port}", "--concurrency", 16, "--size", "16MiB", "--count", 16 * count)),
-                ("tcp 256 × 1 MiB", server.name, self.measure(server, "--target", f"127.0.0.1:{server.port}", "--concurrency", 256, "--size", "1MiB", "--count", 256 * count)),
+                ("tcp 1 × 256 MiB", server.name, self.measure(server, "--target", f"127.0.0.1:{server.port}", "--concurrency", 1, "--size", self.size("256MiB"), "--count", count)),
+                ("tcp 16 × 16 MiB", server.name, self.measure(server, "--target", f"127.0.0.1:{server.port}", "--concurrency", 16, "--size", self.size("16MiB"), "--count", 16 * count)),
+                ("tcp 256 × 1 MiB", server.name, self.measure(server, "--target", f"127.0.0.1:{server.port}", "--concurrency", 256, "--size", self.size("1MiB"), "--count", 256 * count)),
             ]
 
         def http_runs(server):
             url = f"http://127.0.0.1:{server.port}/upload/"
             return [
-                ("http 16 × 16 MiB", server.name, self.measure(server, "--mode", "http", "--target", url, "--concurrency", 16, "--size", "16MiB", "--count", 16 * count)),
+                ("http 16 × 16 MiB", server.name, self.measure(server, "--mode", "http", "--target", url, "--concurrency", 16, "--size", self.size("16MiB"), "--count", 16 * count)),
                 ("http keep-alive 64 × 4 KiB", server.name, self.measure(server, "--mode", "http", "--target", url, "--keepalive", "--concurrency", 64, "--size", "4KiB", "--duration", "3s")),
             ]
 
@@ -417,7 +430,7 @@ class Bench:
                 out = []
                 for name, conc, size, count in self.tcp_scenarios():
                     out.append((name, server.name, self.measure(server, "--target", f"127.0.0.1:{server.port}",
-                                                                "--concurrency", conc, "--size", size, "--count", count)))
+                                                                "--concurrency", conc, "--size", self.size(size), "--count", count)))
                 return out
             rows += self.with_server(server, run) or [(s[0], server.name, "failed to start") for s in self.tcp_scenarios()]
         goals = {"asyncio-64k-plain": {"throughput": 1.5, "cpu": 0.5}, "asyncio-1k-aiofile (as written)": {"throughput": 5}}
@@ -428,10 +441,10 @@ class Bench:
     def http_scenarios(self):
         k = 1 if self.quick else 2
         return [
-            ("1 × 1 GiB", ["--concurrency", 1, "--size", "1GiB", "--count", k]),
-            ("16 × 16 MiB", ["--concurrency", 16, "--size", "16MiB", "--count", 32 * k]),
-            ("256 × 1 MiB", ["--concurrency", 256, "--size", "1MiB", "--count", 512 * k]),
-            ("keep-alive 64 × 4 KiB", ["--concurrency", 64, "--size", "4KiB", "--keepalive", "--duration", "4s" if self.quick else "10s"]),
+            ("1 × 1 GiB", ["--concurrency", 1, "--size", self.size("1GiB"), "--count", k]),
+            ("16 × 16 MiB", ["--concurrency", 16, "--size", self.size("16MiB"), "--count", 32 * k]),
+            ("256 × 1 MiB", ["--concurrency", 256, "--size", self.size("1MiB"), "--count", 512 * k]),
+            ("keep-alive 64 × 4 KiB", ["--concurrency", 64, "--size", "4KiB", "--keepalive", "--duration", "1s" if self.args.smoke else "4s" if self.quick else "10s"]),
         ]
 
     def section_http(self):
@@ -457,7 +470,7 @@ class Bench:
     def section_lines(self):
         data = self.work / "data"
         conns = 64 if self.quick else 256
-        per_conn = "1MiB" if self.quick else "2MiB"
+        per_conn = self.size("1MiB" if self.quick else "2MiB")
         rows = []
 
         def rsyslog(zip_level):
@@ -488,23 +501,24 @@ class Bench:
             cpu0 = server.cpu()
             sampler = RSSSampler(server.proc.pid)
             sampler.start()
-            t0 = time.monotonic()
             report = self.load("--mode", "lines", "--target", f"127.0.0.1:{server.port}", "--concurrency", 64,
                                "--line-size", 200, "--size", per_conn, "--count", conns)
             # The server may still be writing what it buffered: wait until the output stops growing.
-            last, last_change = -1, time.monotonic()
-            while time.monotonic() - last_change < 1.5 and time.monotonic() - t0 < 300:
+            # Time to disk = the generator's wall time + how long the output kept growing after it.
+            load_end = time.monotonic()
+            last, last_change = dir_bytes(server.data), load_end
+            while time.monotonic() - last_change < 1.5 and time.monotonic() - load_end < 300:
+                time.sleep(0.1)
                 size = dir_bytes(server.data)
                 if size != last:
                     last, last_change = size, time.monotonic()
-                time.sleep(0.1)
-            elapsed = last_change - t0
+            elapsed = report["wall_s"] + (last_change - load_end)
             report["server_cpu_s"] = server.cpu() - cpu0
             report["server_rss_peak_kib"] = sampler.stop()
             server.stop()  # flush (gzip trailers) before counting
             files = [p for p in server.data.rglob("*") if p.is_file() and not p.name.startswith(".")]
             report["lines_landed"] = sum(count_lines(p) for p in files)
-            report["landed_wall_s"] = max(elapsed, report["wall_s"])
+            report["landed_wall_s"] = elapsed
             return [("lines", server.name, report)]
 
         candidates = []
@@ -526,13 +540,13 @@ class Bench:
                 continue
             out.append(f"| {name} | {r['uploads_ok']} | {r['records']} | {r['lines_landed']} | "
                        f"{r['lines_landed'] / r['landed_wall_s']:.0f} | {r['server_cpu_s']:.2f} | {r['server_rss_peak_kib'] / 1024:.0f} |")
-        md = (f"64 concurrent senders, 200-byte lines, {per_conn} per connection, {conns} connections. Records/s = lines found "
+        md = (f"64 concurrent senders, 200-byte lines, {int(per_conn) // 200 if per_conn.isdigit() else per_conn} lines per connection, {conns} connections. Records/s = lines found "
               "in the output ÷ time until the output stopped growing.\n\n" + "\n".join(out))
         self.sections.append(("Line ingest (vs rsyslog imtcp → omfile)", md))
 
     def section_memory(self):
         data = self.work / "data"
-        hold_for = "15s" if self.quick else "30s"
+        hold_for = "3s" if self.args.smoke else "15s" if self.quick else "30s"
         sl, why = self.sluice_server("sluice", "tcp-slow.yaml", free_port(), data)
         if sl is None:
             self.sections.append(("Memory under a slow sink", f"n/a: {why}"))
@@ -541,7 +555,7 @@ class Bench:
         def run(server):
             # 256 × 256 MiB at 50 MB/s in all would take 22 minutes: the uploads are cut (reset by the
             # generator's --timeout) after `hold_for`; RSS is what matters.
-            return self.measure(server, "--target", f"127.0.0.1:{server.port}", "--concurrency", 256, "--size", "256MiB",
+            return self.measure(server, "--target", f"127.0.0.1:{server.port}", "--concurrency", 256, "--size", self.size("256MiB"),
                                 "--count", 256, "--timeout", hold_for)
         r = self.with_server(sl, run)
         if r is None:
@@ -555,8 +569,8 @@ class Bench:
 
     def section_hold(self):
         data = self.work / "data"
-        n = 2000 if self.quick else 10000
-        hold_for = "10s" if self.quick else "20s"
+        n = 200 if self.args.smoke else 2000 if self.quick else 10000
+        hold_for = "3s" if self.args.smoke else "10s" if self.quick else "20s"
         servers = []
         sl, why = self.sluice_server("sluice", "tcp-hold.yaml", free_port(), data)
         servers.append(sl or ("sluice", why))
@@ -615,6 +629,8 @@ def main():
     p.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     p.add_argument("--quick", action="store_true", help="smaller counts and shorter runs")
     p.add_argument("--no-build", action="store_true", help="use the existing release build")
+    p.add_argument("--sluice", help="use this sluice binary (no build)")
+    p.add_argument("--smoke", action="store_true", help="sizes ÷ 64, short holds: checks the harness, not the figures")
     Bench(p.parse_args()).run()
 
 

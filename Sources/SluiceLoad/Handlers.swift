@@ -73,7 +73,7 @@ final class StreamUploadHandler: ChannelInboundHandler {
         let timeoutAmount = TimeAmount(worker.configuration.timeout)
         timeout = context.eventLoop.assumeIsolated().scheduleTask(in: timeoutAmount) { [self] in
             fail("timed out after \(worker.configuration.timeout)")
-            context.close(promise: nil)
+            resetAndClose(context)
         }
         pump(context: context)
         context.fireChannelActive()
@@ -233,7 +233,7 @@ final class HTTPUploadHandler: ChannelInboundHandler {
         timeout?.cancel()
         timeout = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(c.timeout)) { [self] in
             failRequest("timed out after \(c.timeout)")
-            context.close(promise: nil)
+            resetAndClose(context)
         }
         pump(context: context, flushAnyway: true)
     }
@@ -395,17 +395,22 @@ final class HoldHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
-    /// Resets the connection (SO_LINGER 0), so the server discards the partial upload.
+    /// Resets the connection, so the server discards the partial upload.
     func end() {
         ending = true
         ticker?.cancel()
-        guard let context else { return }
-        guard let provider = context.channel as? any SocketOptionProvider else {
-            context.close(promise: nil)
-            return
-        }
-        provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        if let context { resetAndClose(context) }
+    }
+}
+
+/// Closes with a reset (SO_LINGER 0) rather than a FIN: an upload cut short must read as aborted,
+/// not as a clean end of stream that a server would commit.
+func resetAndClose(_ context: ChannelHandlerContext) {
+    guard let provider = context.channel as? any SocketOptionProvider else {
+        context.close(promise: nil)
+        return
+    }
+    provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).assumeIsolated().whenComplete { _ in
+        context.close(promise: nil)
     }
 }

@@ -110,6 +110,22 @@ struct GeneratorTests {
         }
     }
 
+    @Test("an upload cut by --timeout is reset, never half-closed (a server must not commit it)")
+    func timeoutResets() async throws {
+        try await withServer(.tcp) { server in
+            let config = LoadConfiguration(
+                mode: .tcp, target: LoadTarget(host: "127.0.0.1", port: server.port), concurrency: 2,
+                uploadSize: 1 << 20, count: 2, rate: 20_000, timeout: .milliseconds(300)
+            )
+            let report = try await LoadGenerator.run(config)
+            #expect(report.uploadsOK == 0)
+            #expect(report.uploadsFailed == 2)
+            #expect(report.errors.keys.allSatisfy { $0.hasPrefix("timed out") })
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(server.counters.completed == 0, "the server saw a clean end of stream")
+        }
+    }
+
     @Test("hold: every connection held, then reset")
     func hold() async throws {
         try await withServer(.tcp) { server in
