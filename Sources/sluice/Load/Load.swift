@@ -9,19 +9,30 @@ struct Load: AsyncParsableCommand {
         abstract: "Generate load: many concurrent TCP or HTTP uploads, line senders, or held slow connections.",
         discussion: """
         Examples:
-          sluice load --target 127.0.0.1:8888 --concurrency 16 --size 16MiB --count 64
-          sluice load --mode http --target http://127.0.0.1:8080/upload/ --concurrency 256 --size 1MiB --count 1024
-          sluice load --mode http --target http://127.0.0.1:8080/upload/ --keepalive --concurrency 64 --size 4KiB --duration 10s
-          sluice load --mode lines --target 127.0.0.1:5140 --concurrency 64 --line-size 200 --size 2MiB --count 256
-          sluice load --mode hold --target 127.0.0.1:8888 --concurrency 10000 --rate 2 --duration 20s
-          sluice load --serve-discard tcp --target 127.0.0.1:9999   (a discard server, to check the generator's ceiling)
+          sluice load --target 127.0.0.1:8888 --concurrency 16 --size 16MiB \\
+            --count 64
+          sluice load --mode http --target http://127.0.0.1:8080/upload/ \\
+            --concurrency 256 --size 1MiB --count 1024
+          sluice load --mode http --target http://127.0.0.1:8080/upload/ \\
+            --keepalive --concurrency 64 --size 4KiB --duration 10s
+          sluice load --mode lines --target 127.0.0.1:5140 --concurrency 64 \\
+            --line-size 200 --size 2MiB --count 256
+          sluice load --mode hold --target 127.0.0.1:8888 --concurrency 10000 \\
+            --rate 2 --duration 20s
+          sluice load --serve-discard tcp --target 127.0.0.1:9999
 
-        tcp/lines: one connection per upload; the client half-closes and the upload counts as done when the
-        server closes (or, with --expect-receipt, when its receipt line arrives). Latency runs from connect.
-        http: PUT <url path><prefix><n> with Content-Length; 2xx counts as done. With --keepalive, many PUTs per
-        connection and latency is per request.
-        hold: opens --concurrency connections that each trickle --rate bytes/s (default 2) for --duration,
-        then reports how many are still open and resets them.
+        tcp, lines: one connection per upload. The client half-closes; the
+        upload is done when the server closes (or, with --expect-receipt, when
+        its receipt line arrives). A receipt line reporting an error counts as
+        a failure. Latency runs from the connect.
+        http: PUT <url path><prefix><n> with a Content-Length; 2xx is done.
+        With --keepalive, many PUTs per connection; latency is per request.
+        hold: opens --concurrency connections that each trickle --rate bytes/s
+        (default 2) for --duration, reports how many are still open, then
+        resets them. With an http:// target each sends a PUT head first.
+        An upload cut by --timeout is reset (RST), so a server discards it.
+        --serve-discard tcp|http runs a server that reads and drops everything
+        instead: the reference for the generator's own ceiling.
         """
     )
 
