@@ -34,7 +34,7 @@ BENCH = ROOT / "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 MIB = 1 << 20
-SECTIONS = ["ceiling", "tcp", "http", "lines", "memory", "hold"]
+SECTIONS = ["ceiling", "tcp", "http", "lines", "stages", "memory", "hold"]
 
 
 # MARK: /proc measurements
@@ -266,14 +266,15 @@ class Bench:
         report["landed_bytes"] = server.landed()
         return report
 
-    def sluice_server(self, name, config, port, data):
+    def sluice_server(self, name, config, port, data, extra_env=None):
+        env = {"SLUICE_BENCH_PORT": str(port), "SLUICE_BENCH_DATA": str(data), **(extra_env or {})}
         check = subprocess.run([self.sluice, "validate", str(BENCH / "configs" / config)], capture_output=True,
-                               text=True, env=dict(os.environ, SLUICE_BENCH_PORT=str(port), SLUICE_BENCH_DATA=str(data)))
+                               text=True, env=dict(os.environ, **env))
         if check.returncode != 0:
             reason = (check.stderr or check.stdout).strip().splitlines()
             return None, (reason[0] if reason else f"exit {check.returncode}")
         return Server(name, [self.sluice, "serve", "--config", str(BENCH / "configs" / config)], data, port,
-                      env={"SLUICE_BENCH_PORT": str(port), "SLUICE_BENCH_DATA": str(data)}), None
+                      env=env), None
 
     def asyncio_server(self, name, port, data, read_size, writer, uvloop=False):
         cmd = [sys.executable, str(BENCH / "peers" / "asyncio_server.py"), "--port", str(port), "--dir", str(data),
@@ -548,6 +549,112 @@ class Bench:
         md = (f"64 concurrent senders, 200-byte lines, {int(per_conn) // 200 if per_conn.isdigit() else per_conn} lines per connection, {conns} connections. Records/s = lines found "
               "in the output ÷ time until the output stopped growing.\n\n" + "\n".join(out))
         self.sections.append(("Line ingest (vs rsyslog imtcp → omfile)", md))
+
+    @staticmethod
+    def raw_stage_rates(sample_path):
+        """MB per CPU-second of zlib (levels 1 and 6), OpenSSL SHA-256 and zlib crc32 on one sample, in
+        this process: the same libz and libcrypto Sluice links."""
+        import hashlib
+        import zlib
+        data = Path(sample_path).read_bytes()
+        chunks = [data[i:i + (256 << 10)] for i in range(0, len(data), 256 << 10)]
+
+        def rate(fn, repeat):
+            t0 = time.process_time()
+            for _ in range(repeat):
+                fn()
+            return len(data) * repeat / 1e6 / max(1e-9, time.process_time() - t0)
+
+        def deflate(level):
+            def run():
+                c = zlib.compressobj(level, zlib.DEFLATED, 31)
+                for chunk in chunks:
+                    c.compress(chunk)
+                c.flush()
+            return run
+
+        def sha():
+            h = hashlib.sha256()
+            for chunk in chunks:
+                h.update(chunk)
+
+        def crc():
+            v = 0
+            for chunk in chunks:
+                v = zlib.crc32(chunk, v)
+        return {"gzip1": rate(deflate(1), 1), "gzip6": rate(deflate(6), 1), "sha256": rate(sha, 4), "crc32": rate(crc, 8)}
+
+    def section_stages(self):
+        data = self.work / "data"
+        names = ["pass", "gzip1", "gzip6", "sha256", "crc32", "both"]
+        ports = {n: free_port() for n in names}
+        env = {f"SLUICE_BENCH_PORT_{n.upper()}": str(p) for n, p in ports.items()}
+        server, why = self.sluice_server("sluice", "stages.yaml", ports["pass"], data, extra_env=env)
+        if server is None:
+            self.sections.append(("Stage costs", f"n/a: {why}"))
+            return
+        count = 8 if self.quick else 32
+        size = self.size("16MiB")
+
+        def run(server):
+            results = {}
+            raw = {}
+            for payload in ("text", "random"):
+                for n in names:
+                    if n == "crc32" and payload == "text":
+                        continue
+                    results[(payload, n)] = self.measure(server, "--target", f"127.0.0.1:{ports[n]}", "--concurrency", 2,
+                                                         "--size", size, "--count", count, "--payload", payload)
+                    if n == "pass":
+                        # A landed pass-through file is the payload itself: the sample for the raw figures.
+                        files = sorted(p for p in server.data.rglob("*") if p.is_file() and not p.name.startswith("."))
+                        if files:
+                            raw[payload] = self.raw_stage_rates(files[0])
+                        # measure() empties the directory before the next run.
+            one = self.measure(server, "--target", f"127.0.0.1:{ports['both']}", "--concurrency", 1, "--size", self.size("64MiB"),
+                               "--count", 4 if not self.quick else 2, "--payload", "text")
+            many = self.measure(server, "--target", f"127.0.0.1:{ports['both']}", "--concurrency", 4, "--size", self.size("64MiB"),
+                                "--count", 16 if not self.quick else 8, "--payload", "text")
+            # Memory per active upload: 64 uploads held at 1 MiB/s each, pass-through vs compress+hash.
+            mem = {}
+            for n in ("pass", "both"):
+                mem[n] = self.measure(server, "--target", f"127.0.0.1:{ports[n]}", "--concurrency", 64, "--size", self.size("6MiB"),
+                                      "--count", 64, "--rate", "1MiB", "--payload", "text")
+            return results, raw, one, many, mem
+
+        out = self.with_server(server, run)
+        if out is None:
+            self.sections.append(("Stage costs", "sluice failed to start"))
+            return
+        results, raw, one, many, mem = out
+        labels = {"gzip1": "compress gzip level 1", "gzip6": "compress gzip level 6", "sha256": "hash sha256",
+                  "crc32": "hash crc32", "both": "compress 1 + hash sha256"}
+        rows = ["| stage | payload | pipeline CPU-s per GiB | minus pass-through | MB per CPU-s in Sluice | raw MB per CPU-s (same libs) | Sluice ÷ raw | MB/s |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for (payload, n), r in results.items():
+            cpg = self.cpu_per_gib(r)
+            base = self.cpu_per_gib(results.get((payload, "pass")))
+            if n == "pass":
+                rows.append(f"| pass-through | {payload} | {cpg:.2f} | | | | | {r['mb_per_s']:.0f} |")
+                continue
+            cost = cpg - base if cpg is not None and base is not None else None
+            in_sluice = GIB / 1e6 / cost if cost and cost > 0 else None
+            raw_rate = raw.get(payload, {}).get(n)
+            ratio = f"{in_sluice / raw_rate:.2f}" if in_sluice and raw_rate else ""
+            rows.append(f"| {labels[n]} | {payload} | {cpg:.2f} | {cost:.2f} | {in_sluice or 0:.0f} | "
+                        f"{raw_rate or 0:.0f} | {ratio} | {r['mb_per_s']:.0f} |")
+        scale = many["mb_per_s"] / one["mb_per_s"] if one["mb_per_s"] else 0
+        growth = (mem["both"]["server_rss_peak_kib"] - mem["pass"]["server_rss_peak_kib"]) / 64
+        md = ("Uploads of 16 MiB, 2 at a time, into the same disk sink through each pipeline; a stage's cost is its "
+              "pipeline's server CPU per GiB minus the pass-through pipeline's. Raw figures: Python's zlib and hashlib "
+              "(system libz, OpenSSL) on a landed pass-through file, in the same run. Goal: within 10% (Sluice ÷ raw 0.9–1.1).\n\n"
+              + "\n".join(rows) +
+              f"\n\n- compress 1 + sha256, text: 1 upload {one['mb_per_s']:.0f} MB/s, 4 concurrent {many['mb_per_s']:.0f} MB/s: "
+              f"**{scale:.2f}×** (goal ≥ 1.7× {'✓' if scale >= 1.7 else '✗'})"
+              f"\n- memory, 64 uploads at 1 MiB/s each: pass-through peak {mem['pass']['server_rss_peak_kib'] / 1024:.1f} MiB, "
+              f"compress+hash {mem['both']['server_rss_peak_kib'] / 1024:.1f} MiB: **{growth:.0f} KiB per active upload** "
+              f"(goal ≤ 512 KiB {'✓' if growth <= 512 else '✗'})")
+        self.sections.append(("Stage costs (issue #4)", md))
 
     def section_memory(self):
         data = self.work / "data"
