@@ -723,7 +723,11 @@ class Bench:
             self.build()
             for section in SECTIONS:
                 if section in wanted:
-                    getattr(self, f"section_{section}")()
+                    try:
+                        getattr(self, f"section_{section}")()
+                    except Exception as error:  # noqa: BLE001 — one broken section must not lose the others
+                        self.log(f"section {section} failed: {error}")
+                        self.sections.append((section, f"failed: {error}"))
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
         head = (f"# Sluice benchmark\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
