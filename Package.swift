@@ -65,6 +65,8 @@ let package = Package(
                 "SluiceCore",
                 // The one registration list (BuiltinPlugins.swift) imports every plugin.
                 // PLUGINS-BEGIN
+                "ReceiverTCP",
+                "SinkDisk",
                 // PLUGINS-END
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -92,11 +94,49 @@ let package = Package(
         ),
 
         // MARK: Plugins (one folder per config-selectable component)
+        .target(
+            name: "ReceiverTCP",
+            dependencies: nio + [
+                "SluiceCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "plugins/receiver-tcp",
+            exclude: ["README.md"],
+            swiftSettings: sluiceSettings
+        ),
+        .target(
+            name: "SinkDisk",
+            dependencies: nio + [
+                "SluiceCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/sink-disk",
+            exclude: ["README.md"],
+            swiftSettings: sluiceSettings
+        ),
 
         // MARK: Tests
         .testTarget(
             name: "SluiceCoreTests",
             dependencies: ["SluiceCore", "SluiceTestKit"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "SluiceRuntimeTests",
+            dependencies: ["SluiceCore", "SluiceRuntime", "SluiceTestKit", .product(name: "Logging", package: "swift-log")] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "SinkDiskTests",
+            dependencies: ["SinkDisk", "SluiceCore", "SluiceTestKit"] + nio,
+            swiftSettings: sluiceSettings
+        ),
+        .testTarget(
+            name: "ReceiverTCPTests",
+            dependencies: ["ReceiverTCP", "SluiceCore", "SluiceRuntime", "SluiceTestKit"] + nio + [
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: sluiceSettings
         ),
         .testTarget(

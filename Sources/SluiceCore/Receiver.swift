@@ -48,6 +48,8 @@ public struct ReceiverEnvironment: Sendable {
     public var pipelines: [String: Pipeline]
     /// Called once the receiver listens.
     public var announce: @Sendable (ListenerAnnouncement) -> Void
+    /// Pipelines that failed to build (their problems are already reported).
+    var failedPipelines: Set<String> = []
 
     public init(
         plugin: PluginEnvironment,
@@ -65,6 +67,7 @@ public struct ReceiverEnvironment: Sendable {
 
     /// The pipeline called `name`, or a config issue at `key` that lists the known ones.
     public func pipeline(named name: String, key: String) throws -> Pipeline {
+        if failedPipelines.contains(name) { throw PipelineUnavailable() }
         guard let pipeline = pipelines[name] else {
             let known = pipelines.keys.sorted().joined(separator: ", ")
             throw plugin.issue(key, "unknown pipeline \"\(name)\" (known: \(known.isEmpty ? "none" : known))")
@@ -72,3 +75,7 @@ public struct ReceiverEnvironment: Sendable {
         return pipeline
     }
 }
+
+/// Thrown when a listener names a pipeline that failed to build: that problem is
+/// already reported, so the listener adds none of its own.
+struct PipelineUnavailable: Error {}

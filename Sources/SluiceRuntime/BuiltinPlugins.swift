@@ -1,3 +1,5 @@
+import ReceiverTCP
+import SinkDisk
 import SluiceCore
 
 extension PluginRegistry {
@@ -8,8 +10,10 @@ extension PluginRegistry {
     public static let builtin: PluginRegistry = {
         var registry = PluginRegistry()
         // Receivers
+        registry.register(TCPReceiverPlugin.self)
         // Stages
         // Sinks
+        registry.register(DiskSinkPlugin.self)
         return registry
     }()
 }

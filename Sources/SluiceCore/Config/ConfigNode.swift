@@ -76,6 +76,8 @@ public indirect enum ConfigNode: Sendable {
         switch error {
         case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
             return mark.line
+        case .duplicatedKeysInMapping(_, let context):
+            return context.mark.line
         default:
             return 0
         }
@@ -87,6 +89,8 @@ public indirect enum ConfigNode: Sendable {
              .composer(let context, let problem, _, _):
             let ctx = context.map { "\($0.text) " } ?? ""
             return "invalid YAML: \(ctx)\(problem)"
+        case .duplicatedKeysInMapping(let duplicates, _):
+            return "duplicate key \(duplicates.map { "\"\($0)\"" }.joined(separator: ", "))"
         default:
             return "invalid YAML: \(error)"
         }

@@ -169,6 +169,7 @@ public struct LoadedConfig: Sendable {
         }
         var issues: [ConfigIssue] = []
         var pipelines: [String: Pipeline] = [:]
+        var failed: Set<String> = []
         for (name, spec) in config.pipelines {
             var pipelineLogger = logger
             pipelineLogger[metadataKey: "pipeline"] = "\(name)"
@@ -176,6 +177,7 @@ public struct LoadedConfig: Sendable {
             do {
                 pipelines[name] = try spec.build(name: name, environment: environment)
             } catch {
+                failed.insert(name)
                 issues.append(contentsOf: PipelineSpec.issues(from: error, environment))
             }
         }
@@ -184,9 +186,12 @@ public struct LoadedConfig: Sendable {
             var listenerLogger = logger
             listenerLogger[metadataKey: "listener"] = "\(name)"
             let plugin = PluginEnvironment(file: file, path: [.key("listeners"), .key(name)], logger: listenerLogger, now: now, locate: locate)
-            let environment = ReceiverEnvironment(plugin: plugin, name: name, pipelines: pipelines, announce: announce)
+            var environment = ReceiverEnvironment(plugin: plugin, name: name, pipelines: pipelines, announce: announce)
+            environment.failedPipelines = failed
             do {
                 receivers.append(try spec.build(environment))
+            } catch is PipelineUnavailable {
+                continue
             } catch {
                 issues.append(contentsOf: PipelineSpec.issues(from: error, plugin))
             }

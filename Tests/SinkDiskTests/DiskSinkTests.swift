@@ -1,0 +1,391 @@
+import Foundation
+import Logging
+import NIOCore
+import SluiceCore
+import SluiceTestKit
+import Testing
+
+@testable import SinkDisk
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A unique directory under the system temp directory, removed by `remove()`.
+struct Scratch {
+    let path: String
+
+    init() throws {
+        path = NSTemporaryDirectory() + "sluice-disk-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+
+    func contents(_ relative: String) -> [UInt8]? {
+        FileManager.default.contents(atPath: path + "/" + relative).map(Array.init)
+    }
+
+    /// Every regular file under the directory, relative, sorted.
+    func files() -> [String] {
+        guard let e = FileManager.default.enumerator(atPath: path) else { return [] }
+        var out: [String] = []
+        while let item = e.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path + "/" + item, isDirectory: &isDirectory), !isDirectory.boolValue {
+                out.append(item)
+            }
+        }
+        return out.sorted()
+    }
+
+    /// Files in the sink's temporary directory.
+    func temporaries(root: String? = nil) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: (root ?? path) + "/.sluice-tmp")) ?? []).sorted()
+    }
+}
+
+func context(name: String, mode: UploadMode = .object) -> UploadContext {
+    UploadContext(metadata: UploadMetadata(name: name, listener: "test", mode: mode), pipeline: "p", logger: Logger(label: "test"))
+}
+
+func sink(_ root: String, name: String = "{name}", onConflict: DiskSinkPlugin.ConflictPolicy = .fail,
+          fsync: Bool = false, createDirectories: Bool = true, fileMode: UInt32? = nil) throws -> DiskSink {
+    DiskSink(configuration: .init(root: root, name: try NameTemplate(name), fsync: fsync, onConflict: onConflict,
+                                  createDirectories: createDirectories, fileMode: fileMode))
+}
+
+func code(of body: () async throws -> some Any) async -> SluiceError.Code? {
+    do {
+        _ = try await body()
+        return nil
+    } catch {
+        return SluiceError.from(error).code
+    }
+}
+
+@Suite("disk sink")
+struct DiskSinkTests {
+    @Test("stores the bytes exactly, reports a relative location, leaves no temporary file")
+    func storesBytes() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path + "/root", name: "{listener}/{name}")
+        try await disk.start()
+        let payload = pseudoRandomBytes(count: 3 * 1024 * 1024 + 17)
+        // Small chunks exercise coalescing; large ones the direct path.
+        for (name, chunkSize) in [("small.bin", 1000), ("large.bin", 300_000)] {
+            let receipt = try await disk.store(.bytes(payload, chunkSize: chunkSize), context: context(name: name))
+            #expect(receipt.location == "test/\(name)")
+            #expect(receipt.bytesStored == Int64(payload.count))
+            #expect(dir.contents("root/test/\(name)") == payload)
+        }
+        #expect(dir.temporaries(root: dir.path + "/root").isEmpty)
+    }
+
+    @Test("an empty body stores an empty file")
+    func emptyBody() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        let receipt = try await disk.store(.empty, context: context(name: "empty"))
+        #expect(receipt.bytesStored == 0)
+        #expect(dir.contents("empty") == [])
+    }
+
+    @Test("a body that fails mid-way leaves no file and no temporary file")
+    func failingBody() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        let result = await code { try await disk.store(.failing(after: Array(repeating: 7, count: 100_000)), context: context(name: "broken")) }
+        #expect(result == .clientAborted)
+        #expect(dir.files().isEmpty)
+    }
+
+    @Test("cancellation leaves no file even when the body just ends")
+    func cancellation() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        // AsyncStream ends quietly when its consumer is cancelled: the sink must not take that for a complete upload.
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        continuation.yield(ByteBuffer(repeating: 1, count: 1000))
+        let task = Task { try await disk.store(UploadBody(stream), context: context(name: "cancelled")) }
+        try await Task.sleep(for: .milliseconds(100))
+        task.cancel()
+        let result = await code { try await task.value }
+        #expect(result == .clientAborted)
+        #expect(dir.files().isEmpty)
+    }
+
+    @Test("on_conflict: fail refuses with conflict and keeps the original")
+    func conflictFail() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        _ = try await disk.store(.string("first"), context: context(name: "a.txt"))
+        let result = await code { try await disk.store(.string("second"), context: context(name: "a.txt")) }
+        #expect(result == .conflict)
+        #expect(result?.httpStatus == 409)
+        #expect(dir.contents("a.txt") == Array("first".utf8))
+        #expect(dir.files() == ["a.txt"])
+    }
+
+    @Test("on_conflict: fail is atomic under concurrent uploads of one name: exactly one wins")
+    func conflictRace() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        let outcomes = await withTaskGroup(of: SluiceError.Code?.self) { group in
+            for i in 0..<20 {
+                group.addTask { await code { try await disk.store(.string("writer \(i)"), context: context(name: "same")) } }
+            }
+            var all: [SluiceError.Code?] = []
+            for await outcome in group { all.append(outcome) }
+            return all
+        }
+        #expect(outcomes.filter { $0 == nil }.count == 1)
+        #expect(outcomes.filter { $0 == .conflict }.count == 19)
+        #expect(dir.files() == ["same"])
+    }
+
+    @Test("on_conflict: overwrite replaces; unique numbers")
+    func conflictPolicies() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let overwrite = try sink(dir.path + "/o", onConflict: .overwrite)
+        try await overwrite.start()
+        _ = try await overwrite.store(.string("first"), context: context(name: "a.txt"))
+        _ = try await overwrite.store(.string("second"), context: context(name: "a.txt"))
+        #expect(dir.contents("o/a.txt") == Array("second".utf8))
+
+        let unique = try sink(dir.path + "/u", onConflict: .unique)
+        try await unique.start()
+        var locations: [String] = []
+        for i in 0..<3 {
+            locations.append(try await unique.store(.string("v\(i)"), context: context(name: "logs.tar.gz")).location)
+        }
+        for i in 0..<2 {
+            locations.append(try await unique.store(.string("r\(i)"), context: context(name: "README")).location)
+        }
+        #expect(locations == ["logs.tar.gz", "logs-1.tar.gz", "logs-2.tar.gz", "README", "README-1"])
+        #expect(dir.contents("u/logs-2.tar.gz") == Array("v2".utf8))
+    }
+
+    @Test("hostile names never write outside the root", arguments: ["../escape", "a/../../escape", "/etc/escape", "a//b", ".", "bad\u{1}name"])
+    func hostileNames(name: String) async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path + "/root")
+        try await disk.start()
+        let result = await code { try await disk.store(.string("evil"), context: context(name: name)) }
+        #expect(result == .invalidName)
+        #expect(dir.files().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "/etc/escape"))
+    }
+
+    @Test("a symbolic link inside the root cannot redirect a write outside it")
+    func symlinkEscape() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        try FileManager.default.createDirectory(atPath: dir.path + "/outside", withIntermediateDirectories: true)
+        let disk = try sink(dir.path + "/root", onConflict: .overwrite)
+        try await disk.start()
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/root/link", withDestinationPath: dir.path + "/outside")
+        let result = await code { try await disk.store(.string("evil"), context: context(name: "link/file")) }
+        #expect(result == .invalidName)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/outside").isEmpty)
+        // A symbolic link as the final name is replaced itself, never written through.
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/root/target", withDestinationPath: dir.path + "/outside/victim")
+        _ = try await disk.store(.string("safe"), context: context(name: "target"))
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/outside/victim"))
+        #expect(dir.contents("root/target") == Array("safe".utf8))
+        #expect(dir.temporaries(root: dir.path + "/root").isEmpty)
+    }
+
+    @Test("the temporary directory cannot be named")
+    func reservedName() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        let result = await code { try await disk.store(.string("x"), context: context(name: ".sluice-tmp/123-abc.part")) }
+        #expect(result == .invalidName)
+    }
+
+    @Test("create_directories: false refuses a missing directory; true creates it")
+    func createDirectories() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let strict = try sink(dir.path + "/s", createDirectories: false)
+        try await strict.start()
+        #expect(await code { try await strict.store(.string("x"), context: context(name: "sub/x")) } == .invalidName)
+        #expect(dir.temporaries(root: dir.path + "/s").isEmpty)
+        let lenient = try sink(dir.path + "/l", fsync: true)
+        try await lenient.start()
+        _ = try await lenient.store(.string("x"), context: context(name: "a/b/c/x"))
+        #expect(dir.contents("l/a/b/c/x") == Array("x".utf8))
+    }
+
+    @Test("file_mode sets the permissions of stored files and sidecars")
+    func fileMode() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path, fileMode: 0o640)
+        try await disk.start()
+        let ctx = context(name: "m")
+        ctx.recordDigest(Array(repeating: 1, count: 32), algorithm: .sha256)
+        ctx.requestSidecar(.sha256)
+        _ = try await disk.store(.string("x"), context: ctx)
+        for file in ["m", "m.sha256"] {
+            let attributes = try FileManager.default.attributesOfItem(atPath: dir.path + "/" + file)
+            #expect((attributes[.posixPermissions] as? Int) == 0o640)
+        }
+    }
+
+    @Test("sidecars are in sha256sum -c format and pass sha256sum -c")
+    func sidecars() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path, onConflict: .unique)
+        try await disk.start()
+        let payload = pseudoRandomBytes(count: 100_000)
+        for _ in 0..<2 {
+            let ctx = context(name: "data.bin")
+            var computer = DigestAlgorithm.sha256.makeComputer()
+            computer.update(ByteBuffer(bytes: payload))
+            ctx.recordDigest(computer.finalize(), algorithm: .sha256)
+            ctx.requestSidecar(.sha256)
+            _ = try await disk.store(.bytes(payload), context: ctx)
+        }
+        #expect(dir.files() == ["data-1.bin", "data-1.bin.sha256", "data.bin", "data.bin.sha256"])
+        let line = String(decoding: dir.contents("data-1.bin.sha256") ?? [], as: UTF8.self)
+        #expect(line.hasSuffix("  data-1.bin\n"))
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        check.arguments = ["sha256sum", "--quiet", "-c", "data.bin.sha256", "data-1.bin.sha256"]
+        check.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+        try check.run()
+        check.waitUntilExit()
+        #expect(check.terminationStatus == 0)
+    }
+
+    @Test("the name may use a digest recorded while the body streamed")
+    func digestName() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path, name: "{sha256}{ext}")
+        try await disk.start()
+        let ctx = context(name: "x.txt")
+        let body = UploadBody.string("hello").observed({ _ in }, onEnd: {
+            ctx.recordDigest(Array(repeating: 0xab, count: 4), algorithm: .sha256)
+        })
+        let receipt = try await disk.store(body, context: ctx)
+        #expect(receipt.location == "abababab.txt")
+    }
+
+    @Test("start sweeps temporary files of dead processes and keeps live ones")
+    func sweep() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        let temp = dir.path + "/.sluice-tmp/"
+        let deadPID = try deadProcessID()
+        let files = [
+            "\(deadPID)-11111111.part",  // a crashed run
+            "\(getpid())-22222222.part",  // this process, not owned by an upload: a leftover
+            "1-33333333.part",  // a live process (init): maybe another server
+            "notes.txt",  // not ours
+        ]
+        for file in files { FileManager.default.createFile(atPath: temp + file, contents: Data("x".utf8)) }
+        // One owned by an in-flight upload of this process (a reload must not remove it).
+        InFlightTemporaries.insert(temp + "\(getpid())-44444444.part")
+        defer { InFlightTemporaries.remove(temp + "\(getpid())-44444444.part") }
+        FileManager.default.createFile(atPath: temp + "\(getpid())-44444444.part", contents: Data("x".utf8))
+
+        try await disk.start()
+        #expect(dir.temporaries() == ["\(getpid())-44444444.part", "1-33333333.part", "notes.txt"].sorted())
+    }
+
+    @Test("errors map to client-actionable codes: disk full is insufficient_storage")
+    func errorMapping() {
+        #expect(FileSystemCalls.failure("write", "x", ENOSPC).code == .insufficientStorage)
+        #expect(FileSystemCalls.failure("write", "x", EDQUOT).code == .insufficientStorage)
+        #expect(FileSystemCalls.failure("store", "x", EEXIST).code == .conflict)
+        #expect(FileSystemCalls.failure("write", "x", EIO).code == .internal)
+    }
+
+    @Test("a full disk refuses the upload with insufficient_storage and leaves nothing",
+          .enabled(if: getuid() == 0, "needs root to mount a small tmpfs"))
+    func diskFull() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        guard try run("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", dir.path]) == 0 else {
+            return  // no permission to mount here (a container without CAP_SYS_ADMIN): the mapping test covers it
+        }
+        defer { _ = try? run("/bin/umount", [dir.path]) }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        let result = await code { try await disk.store(.bytes(pseudoRandomBytes(count: 1024 * 1024)), context: context(name: "big")) }
+        #expect(result == .insufficientStorage)
+        #expect(dir.files().isEmpty)
+    }
+
+    @Test("config: keys decode with defaults; bad values are located errors")
+    func configuration() throws {
+        var registry = PluginRegistry()
+        registry.register(DiskSinkPlugin.self)
+        func parse(_ sink: String) throws -> LoadedConfig {
+            try LoadedConfig.parse("pipelines:\n  p:\n    sink:\n" + sink, file: "t.yaml", registry: registry)
+        }
+        _ = try parse("      type: disk\n      root: /tmp/x\n")
+        let cases: [(String, String)] = [
+            ("      type: disk\n", "missing required key \"root\""),
+            ("      type: disk\n      root: /x\n      on_conflict: merge\n", "expected one of fail, overwrite, unique"),
+            ("      type: disk\n      root: /x\n      name: \"../{name}\"\n", "does not make a safe relative name"),
+            ("      type: disk\n      root: /x\n      name: \"/abs/{name}\"\n", "does not make a safe relative name"),
+            ("      type: disk\n      root: /x\n      name: \".sluice-tmp/{name}\"\n", "reserved for temporary files"),
+            ("      type: disk\n      root: /x\n      name: \"{nope}\"\n", "unknown placeholder {nope}"),
+            ("      type: disk\n      root: /x\n      file_mode: rw\n", "expected an octal mode"),
+            ("      type: disk\n      root: /x\n      fsync: maybe\n", "expected true or false"),
+            ("      type: disk\n      root: /x\n      roots: /y\n", "unknown key \"roots\""),
+        ]
+        for (yaml, message) in cases {
+            do {
+                _ = try parse(yaml)
+                Issue.record("accepted: \(yaml)")
+            } catch {
+                #expect("\(error)".contains(message), "\(error)")
+                #expect("\(error)".contains("t.yaml:"), "\(error)")
+            }
+        }
+    }
+}
+
+/// The id of a process that has exited.
+func deadProcessID() throws -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/true")
+    try p.run()
+    p.waitUntilExit()
+    return p.processIdentifier
+}
+
+func run(_ executable: String, _ arguments: [String]) throws -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    p.waitUntilExit()
+    return p.terminationStatus
+}

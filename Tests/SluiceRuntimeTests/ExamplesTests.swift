@@ -1,0 +1,45 @@
+import Foundation
+import Logging
+import SluiceCore
+import SluiceRuntime
+import Testing
+
+/// The package root, found from this file's location.
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// Every config in examples/ must load and build: examples are documentation that cannot rot.
+@Suite struct ExamplesTests {
+    static var exampleFiles: [String] {
+        let dir = packageRoot.appendingPathComponent("examples")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        return names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") || $0.hasSuffix(".json") }.sorted()
+    }
+
+    @Test func thereAreExamples() {
+        #expect(Self.exampleFiles.contains("default.yaml"))
+    }
+
+    @Test(arguments: exampleFiles)
+    func exampleConfigLoadsAndBuilds(file: String) throws {
+        // Examples read secrets from the environment; give them stand-ins.
+        var environment = ProcessInfo.processInfo.environment
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT", "SLUICE_TOKEN"] where environment[key] == nil {
+            environment[key] = key == "S3_ENDPOINT" ? "http://127.0.0.1:8333" : "example-\(key.lowercased())"
+        }
+        let path = packageRoot.appendingPathComponent("examples").appendingPathComponent(file).path
+        let loaded = try LoadedConfig.load(path: path, registry: .builtin, environment: environment)
+        _ = try loaded.build(logger: Logger(label: "examples", factory: { _ in SwiftLogNoOpLogHandler() }))
+    }
+
+    @Test func embeddedDefaultIsExamplesDefault() throws {
+        let path = packageRoot.appendingPathComponent("examples/default.yaml").path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text == DefaultConfig.yaml, "examples/default.yaml must be a copy of DefaultConfig.yaml")
+    }
+
+    @Test func configReferenceIsUpToDate() throws {
+        let path = packageRoot.appendingPathComponent("docs/configuration.md").path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text == ConfigReference.markdown(registry: .builtin), "regenerate with: swift run sluice plugins > docs/configuration.md")
+    }
+}

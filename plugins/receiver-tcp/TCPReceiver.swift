@@ -1,0 +1,291 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import SluiceCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Serves one `tcp` listener; see ``TCPReceiverPlugin`` for the keys.
+public struct TCPReceiver: Receiver {
+    public let name: String
+    public let configuration: TCPReceiverPlugin.Configuration
+    let pipeline: Pipeline
+    let logger: Logger
+    let announce: @Sendable (ListenerAnnouncement) -> Void
+    let gate: UploadGate
+    let connections: ConnectionLimiter
+
+    /// Back pressure between the socket and the pipeline: the channel stops reading
+    /// once this many chunks wait for the pipeline, and reads again below the low mark.
+    /// Together with the read size it bounds what one connection buffers.
+    static let lowWatermark = 1
+    static let highWatermark = 2
+    /// Read sizes adapt between these bounds: a trickling connection keeps a small
+    /// buffer, a fast one reads large chunks (fewer wake-ups and pipeline steps).
+    static let minimumReadSize = 1024
+    static let initialReadSize = 2048
+    static let maximumReadSize = 128 * 1024
+    /// Reads per readiness event: each may leave a buffer in the channel's pool.
+    static let readsPerWakeup: UInt = 1
+    static let acceptBacklog: Int32 = 4096
+
+    public init(configuration: TCPReceiverPlugin.Configuration, pipeline: Pipeline, environment: ReceiverEnvironment) {
+        self.name = environment.name
+        self.configuration = configuration
+        self.pipeline = pipeline
+        self.logger = environment.logger
+        self.announce = environment.announce
+        self.gate = UploadGate(
+            maxConcurrent: configuration.maxConcurrentUploads,
+            maxQueued: configuration.maxQueuedUploads,
+            queueTimeout: configuration.queueTimeout.duration,
+            listener: environment.name
+        )
+        self.connections = ConnectionLimiter(limit: configuration.maxConnections, listener: environment.name)
+    }
+
+    /// One accepted connection: its async channel and whether it sent any byte.
+    struct Connection: Sendable {
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        let firstData: EventLoopFuture<Bool>
+    }
+
+    public func run() async throws {
+        let idleTimeout = TimeAmount.nanoseconds(Self.nanoseconds(configuration.idleTimeout.duration))
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: Self.acceptBacklog)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // A reload (SIGHUP) binds the new generation before the old one drains.
+            .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+            // The client half-closes to end its upload; the receipt goes back on the open half.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.maxMessagesPerRead, value: Self.readsPerWakeup)
+            .childChannelOption(
+                .recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: Self.minimumReadSize, initial: Self.initialReadSize, maximum: Self.maximumReadSize)
+            )
+            .bind(host: configuration.listen.host, port: configuration.listen.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let firstData = channel.eventLoop.makePromise(of: Bool.self)
+                    try channel.pipeline.syncOperations.addHandler(ConnectionWatchdog(timeout: idleTimeout, firstData: firstData))
+                    let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(
+                            backPressureStrategy: .init(lowWatermark: Self.lowWatermark, highWatermark: Self.highWatermark),
+                            inboundType: ByteBuffer.self,
+                            outboundType: ByteBuffer.self
+                        )
+                    )
+                    return Connection(channel: async, firstData: firstData.futureResult)
+                }
+            }
+
+        let port = server.channel.localAddress?.port ?? configuration.listen.port
+        let address = ListenAddress(host: configuration.listen.host, port: port)
+        announce(ListenerAnnouncement(listener: name, type: TCPReceiverPlugin.type, address: "\(address)", port: port, detail: "pipeline \(pipeline.name)"))
+        logger.info("listening on \(address) (tcp, framing \(configuration.framing.rawValue)) → pipeline \(pipeline.name)")
+
+        try await withGracefulShutdownHandler {
+            // A discarding group: finished connections are dropped at once instead of
+            // piling up until the listener stops.
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        guard connections.tryAcquire() else {
+                            logger.warning("max_connections (\(configuration.maxConnections)) reached: closing a new connection from \(Self.remote(connection.channel.channel))")
+                            // Through executeThenClose: the channel's writer must be finished before it goes away.
+                            try? await connection.channel.executeThenClose { _, _ in }
+                            continue
+                        }
+                        group.addTask {
+                            defer { connections.release() }
+                            await handle(connection)
+                        }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            // Stop accepting; the group above then waits for in-flight connections.
+            logger.info("stopping: no new connections on \(address); in-flight uploads may finish")
+            server.channel.close(promise: nil)
+        }
+        logger.info("stopped listening on \(address)")
+    }
+
+    /// Serves one connection from its first byte to its receipt.
+    ///
+    /// It does not throw: whatever goes wrong concerns this client only, and an error
+    /// escaping into the accept loop's task group would end the listener and every
+    /// other connection with it.
+    func handle(_ connection: Connection) async {
+        let channel = connection.channel.channel
+        let remote = Self.remote(channel)
+        var logger = self.logger
+        logger[metadataKey: "remote"] = "\(remote)"
+        do {
+            try await connection.channel.executeThenClose { inbound, outbound in
+                guard try await waitForData(connection, logger: logger) else { return }
+
+                do {
+                    try await gate.acquire()
+                } catch {
+                    let failure = SluiceError.from(error)
+                    logger.warning("upload refused: \(failure.message)")
+                    try await reply(errorLine(failure), outbound)
+                    return
+                }
+                defer { gate.release() }
+
+                let upload = makeUpload(inbound, remote: channel.remoteAddress, logger: logger)
+                let answer: ByteBuffer
+                do {
+                    answer = ByteBuffer(string: try await pipeline.process(upload).jsonLine() + "\n")
+                } catch {
+                    // The pipeline logged the outcome; the client gets the reason if it still listens.
+                    answer = errorLine(SluiceError.from(error))
+                }
+                try await reply(answer, outbound)
+            }
+        } catch {
+            logger.debug("connection ended: \(error)")
+        }
+    }
+
+    /// Waits for the first byte. `false` when the connection ended without sending
+    /// any (a health check: not an upload), or when the server started shutting down
+    /// first (the connection is then closed: it has nothing in flight).
+    private func waitForData(_ connection: Connection, logger: Logger) async throws -> Bool {
+        let shutdown = ShutdownRace()
+        let hasData: Bool
+        do {
+            hasData = try await withGracefulShutdownHandler {
+                try await connection.firstData.get()
+            } onGracefulShutdown: {
+                if shutdown.closeIfWaiting() { connection.channel.channel.close(promise: nil) }
+            }
+        } catch {
+            logger.debug("connection failed before sending data: \(error)")
+            return false
+        }
+        guard hasData, shutdown.startUpload() else {
+            logger.debug("connection closed without sending data (not an upload)")
+            return false
+        }
+        return true
+    }
+
+    private func makeUpload(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, remote: SocketAddress?, logger: Logger) -> Upload {
+        var metadata = UploadMetadata(
+            name: "",
+            listener: name,
+            remoteAddress: remote?.ipAddress,
+            mode: configuration.framing == .lines ? .records : .object
+        )
+        metadata.name = uploadName(metadata)
+        var body = UploadBody(ConnectionBody(inbound: inbound)).limited(to: configuration.maxUploadSize.bytes)
+        if configuration.framing == .lines {
+            let maxLength = Int(clamping: configuration.maxRecordLength.bytes)
+            let policy = configuration.onLongRecord
+            body = body.transformed { LineFramer(maxLength: maxLength, policy: policy, logger: logger) }
+        }
+        return Upload(metadata: metadata, body: body)
+    }
+
+    /// Renders the `name` template. The template was checked when the config was
+    /// loaded; should a rendering still fail (an odd remote address), the upload id
+    /// is a safe name.
+    private func uploadName(_ metadata: UploadMetadata) -> String {
+        let context = UploadContext(metadata: metadata, pipeline: pipeline.name, logger: logger)
+        return (try? configuration.name.render(context)) ?? "\(name)-\(metadata.id.uuidString.lowercased())"
+    }
+
+    private func reply(_ line: ByteBuffer, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+        guard configuration.receipt else { return }
+        try await outbound.write(line)
+    }
+
+    private func errorLine(_ error: SluiceError) -> ByteBuffer {
+        struct Line: Encodable {
+            struct Detail: Encodable {
+                let code: String
+                let message: String
+            }
+            let error: Detail
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let line = Line(error: .init(code: error.code.rawValue, message: error.message))
+        // Encoding two strings cannot fail.
+        var buffer = ByteBuffer(bytes: (try? encoder.encode(line)) ?? Data("{}".utf8))
+        buffer.writeString("\n")
+        return buffer
+    }
+
+    static func remote(_ channel: any Channel) -> String {
+        channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let c = duration.components
+        return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
+    }
+}
+
+/// Decides, once, between a connection starting its upload and graceful shutdown
+/// closing it while it still waits for its first byte.
+private final class ShutdownRace: Sendable {
+    private enum State: UInt8 { case waiting, uploading, closing }
+    private let state = Atomic<UInt8>(State.waiting.rawValue)
+
+    /// `true` if the connection was still waiting: the caller closes it.
+    func closeIfWaiting() -> Bool {
+        state.compareExchange(expected: State.waiting.rawValue, desired: State.closing.rawValue, ordering: .relaxed).exchanged
+    }
+
+    /// `true` if shutdown has not claimed the connection: the upload may start.
+    func startUpload() -> Bool {
+        state.compareExchange(expected: State.waiting.rawValue, desired: State.uploading.rawValue, ordering: .relaxed).exchanged
+    }
+}
+
+/// A connection's inbound bytes as an upload body.
+///
+/// It ends cleanly only at the client's end of input. Failures become
+/// ``SluiceError``s a client and a log reader understand: a reset is
+/// `client_aborted`, cancellation (the drain timeout ran out) is `shutting_down`.
+struct ConnectionBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let inbound: NIOAsyncChannelInboundStream<ByteBuffer>
+
+    func makeAsyncIterator() -> Iterator {
+        Iterator(base: inbound.makeAsyncIterator())
+    }
+
+    struct Iterator: AsyncIteratorProtocol {
+        var base: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+
+        mutating func next() async throws -> ByteBuffer? {
+            do {
+                if let chunk = try await base.next() { return chunk }
+                // Never let a cancelled read pass for the end of the upload.
+                if Task.isCancelled { throw CancellationError() }
+                return nil
+            } catch let error as SluiceError {
+                throw error
+            } catch is CancellationError {
+                throw SluiceError(.shuttingDown, "the server stopped before the upload completed")
+            } catch {
+                throw SluiceError(.clientAborted, "the connection failed: \(error)", cause: error)
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+import Logging
+import NIOCore
+import SluiceCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Stores each upload as one file under a root directory; see ``DiskSinkPlugin`` for the keys.
+///
+/// Two phases (``PreparingSink``): `prepare` streams the body into
+/// `<root>/.sluice-tmp/<pid>-<uuid>.part`; `commit` renames it to its final name
+/// (creating subdirectories, applying the conflict policy, writing sidecars);
+/// `abort` removes the temporary file. Every failure removes it too.
+///
+/// A name can never leave the root: the rendered name is checked by
+/// ``UploadName/sanitize(_:)`` (no `..`, no absolute path), and each directory on the
+/// way is opened with `O_NOFOLLOW` relative to its parent, so a symbolic link inside
+/// the root cannot redirect a write elsewhere.
+public struct DiskSink: PreparingSink {
+    public let configuration: DiskSinkPlugin.Configuration
+    let logger: Logger
+    let tempDirectory: String
+
+    /// Where temporary files live, relative to the root.
+    public static let tempDirectoryName = ".sluice-tmp"
+    /// Suffix of temporary files (what the start-up sweep looks for).
+    static let tempSuffix = ".part"
+    /// Small chunks are gathered into writes of about this size: fewer thread hops
+    /// and system calls, at a bounded cost of one such buffer per upload.
+    static let writeSize = 128 * 1024
+    /// How many `name-N.ext` candidates `on_conflict: unique` tries.
+    static let maxUniqueAttempts = 10_000
+
+    public init(configuration: DiskSinkPlugin.Configuration, logger: Logger = Logger(label: "sluice.disk")) {
+        self.configuration = configuration
+        self.logger = logger
+        self.tempDirectory = configuration.root + "/" + Self.tempDirectoryName
+    }
+
+    /// Whether a rendered name points into the temporary directory.
+    static func isReserved(_ name: String) -> Bool {
+        name == tempDirectoryName || name.hasPrefix(tempDirectoryName + "/")
+    }
+
+    // MARK: Start
+
+    /// Creates the root and its temporary directory, and removes temporary files left
+    /// by processes that no longer run (a crash, `kill -9`).
+    ///
+    /// Files of this process are kept when an upload still owns them: a config reload
+    /// starts a new sink while the old one drains.
+    public func start() async throws {
+        let root = configuration.root
+        let tempDirectory = self.tempDirectory
+        let removed = try await FileSystemCalls.run { () throws -> Int in
+            try FileSystemCalls.makeDirectories(root)
+            try FileSystemCalls.makeDirectories(tempDirectory)
+            guard let directory = opendir(tempDirectory) else {
+                throw FileSystemCalls.failure("list", Self.tempDirectoryName, errno)
+            }
+            defer { closedir(directory) }
+            let ownPID = getpid()
+            var removed = 0
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                guard name.hasSuffix(Self.tempSuffix), let dash = name.firstIndex(of: "-"),
+                      let pid = Int32(name[..<dash]) else { continue }
+                let path = tempDirectory + "/" + name
+                let stale = pid == ownPID ? !InFlightTemporaries.contains(path) : !FileSystemCalls.processExists(pid)
+                if stale, unlink(path) == 0 { removed += 1 }
+            }
+            return removed
+        }
+        if removed > 0 {
+            logger.notice("removed \(removed) stale temporary file(s) from \(root)/\(Self.tempDirectoryName)")
+        }
+    }
+
+    // MARK: Prepare
+
+    public func prepare(_ body: UploadBody, context: UploadContext) async throws -> any PreparedObject {
+        let template = configuration.name
+        // Without digest placeholders the name is known now: refuse a bad one before reading the body.
+        let usesDigests = !template.usedPlaceholders.isDisjoint(with: DigestAlgorithm.allCases.map(\.rawValue))
+        var name = usesDigests ? nil : try checkedName(context)
+
+        let temp = try await TempFile.create(in: tempDirectory, mode: configuration.fileMode)
+        var open = true
+        do {
+            var written: Int64 = 0
+            var pending = ByteBuffer()
+            for try await chunk in body {
+                if pending.readableBytes > 0, pending.readableBytes + chunk.readableBytes > Self.writeSize {
+                    try await temp.write(pending)
+                    written += Int64(pending.readableBytes)
+                    pending.clear()
+                }
+                if pending.readableBytes == 0, chunk.readableBytes >= Self.writeSize / 2 {
+                    try await temp.write(chunk)
+                    written += Int64(chunk.readableBytes)
+                } else {
+                    if pending.capacity == 0 { pending.reserveCapacity(Self.writeSize) }
+                    pending.writeImmutableBuffer(chunk)
+                }
+            }
+            // Some sequences end quietly when their consumer is cancelled: that is not a complete upload.
+            try Task.checkCancellation()
+            if pending.readableBytes > 0 {
+                try await temp.write(pending)
+                written += Int64(pending.readableBytes)
+            }
+            pending = ByteBuffer()
+            open = false
+            try await temp.finish(sync: configuration.fsync)
+            if name == nil { name = try checkedName(context) }
+            return PreparedDiskFile(
+                sink: self,
+                temp: temp,
+                name: name!,
+                bytes: written,
+                sidecars: context.sidecars.map { ($0.algorithm.rawValue, $0.hex) }
+            )
+        } catch {
+            await temp.discard(closing: open)
+            throw SluiceError.from(error)
+        }
+    }
+
+    private func checkedName(_ context: UploadContext) throws -> String {
+        let name = try configuration.name.render(context)
+        if Self.isReserved(name) {
+            throw SluiceError(.invalidName, "name \(UploadName.quoted(name)) is inside \(Self.tempDirectoryName)/, which is reserved")
+        }
+        return name
+    }
+}
+
+/// A temporary file in `<root>/.sluice-tmp/`, open for writing.
+struct TempFile: Sendable {
+    let fd: Int32
+    let path: String
+    /// The file name within the temporary directory.
+    let name: String
+
+    static func create(in directory: String, mode: UInt32?) async throws -> TempFile {
+        let name = "\(getpid())-\(UUID().uuidString.lowercased())\(DiskSink.tempSuffix)"
+        let path = directory + "/" + name
+        InFlightTemporaries.insert(path)
+        do {
+            let fd = try await FileSystemCalls.run { () throws -> Int32 in
+                let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
+                guard fd >= 0 else {
+                    throw FileSystemCalls.failure("create a temporary file in", DiskSink.tempDirectoryName, errno)
+                }
+                if let mode, fchmod(fd, mode_t(mode)) != 0 {
+                    let code = errno
+                    FileSystemCalls.closeQuietly(fd)
+                    unlink(path)
+                    throw FileSystemCalls.failure("set the mode of", DiskSink.tempDirectoryName + "/" + name, code)
+                }
+                return fd
+            }
+            return TempFile(fd: fd, path: path, name: name)
+        } catch {
+            InFlightTemporaries.remove(path)
+            throw error
+        }
+    }
+
+    func write(_ buffer: ByteBuffer) async throws {
+        let fd = self.fd
+        try await FileSystemCalls.run {
+            try FileSystemCalls.writeAll(fd: fd, buffer, what: "the temporary file")
+        }
+    }
+
+    /// Flushes (optionally fsyncs) and closes the file. The descriptor is closed even when this throws.
+    func finish(sync: Bool) async throws {
+        let fd = self.fd
+        try await FileSystemCalls.run {
+            if sync, fsync(fd) != 0 {
+                let code = errno
+                FileSystemCalls.closeQuietly(fd)
+                throw FileSystemCalls.failure("fsync", "the temporary file", code)
+            }
+            // close(2) can report a deferred write error (NFS, quotas).
+            if close(fd) != 0, errno != EINTR {
+                throw FileSystemCalls.failure("close", "the temporary file", errno)
+            }
+        }
+    }
+
+    /// Removes the file (closing it first when `closing`); never throws.
+    func discard(closing: Bool) async {
+        let fd = self.fd
+        let path = self.path
+        _ = try? await FileSystemCalls.run {
+            if closing { FileSystemCalls.closeQuietly(fd) }
+            unlink(path)
+        }
+        InFlightTemporaries.remove(path)
+    }
+}
