@@ -98,6 +98,7 @@ class RSSSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.peak = 0
+        self.samples = []  # (monotonic time, KiB)
         self.stop_event = threading.Event()
 
     def run(self):
@@ -105,7 +106,9 @@ class RSSSampler(threading.Thread):
         while not self.stop_event.is_set():
             if time.monotonic() - refreshed > 1:
                 pids, refreshed = tree_pids(self.pid), time.monotonic()
-            self.peak = max(self.peak, rss_kib(pids))
+            rss = rss_kib(pids)
+            self.peak = max(self.peak, rss)
+            self.samples.append((time.monotonic(), rss))
             self.stop_event.wait(self.interval)
 
     def stop(self):
@@ -261,10 +264,17 @@ class Bench:
         cpu0 = server.cpu()
         sampler = RSSSampler(server.proc.pid)
         sampler.start()
+        started = time.monotonic()
         try:
             report = self.load(*load_args, timeout=timeout)
         finally:
             peak = sampler.stop()
+        hold = report.get("hold")
+        if hold:
+            # While everything is held: after the connect phase, before the generator resets them all.
+            lo, hi = started + hold["connect_s"] + 1, started + report["wall_s"] - 1
+            held = [kib for t, kib in sampler.samples if lo <= t <= hi]
+            report["server_rss_held_kib"] = max(held) if held else peak
         report["server_cpu_s"] = server.cpu() - cpu0
         report["server_rss_base_kib"] = base_rss
         report["server_rss_peak_kib"] = peak
@@ -707,12 +717,12 @@ class Bench:
         servers.append(sl or ("sluice", why))
         servers.append(self.asyncio_server("asyncio-64k-plain", free_port(), data, 65536, "plain"))
         servers.append(self.nginx_server(free_port(), data))
-        out = ["| server | held at end / asked | refused | dropped | RSS idle MiB | RSS peak MiB | growth per connection | errors |",
-               "|---|---:|---:|---:|---:|---:|---:|---|"]
+        out = ["| server | held at end / asked | refused | dropped | RSS idle MiB | RSS while held MiB | growth per connection | RSS peak (incl. teardown) MiB | errors |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         servers = [x for x in servers if self.wanted(x[0] if isinstance(x, tuple) else x.name)]
         for server in servers:
             if isinstance(server, tuple):
-                out.append(f"| {server[0]} | n/a: {server[1]} | | | | | | |")
+                out.append(f"| {server[0]} | n/a: {server[1]} | | | | | | | |")
                 continue
 
             def run(server):
@@ -721,12 +731,13 @@ class Bench:
                                     "--duration", hold_for, timeout=300)
             r = self.with_server(server, run)
             if r is None:
-                out.append(f"| {server.name} | failed to start | | | | | | |")
+                out.append(f"| {server.name} | failed to start | | | | | | | |")
                 continue
             h = r["hold"]
-            growth = (r["server_rss_peak_kib"] - r["server_rss_base_kib"]) / max(1, h["opened"])
+            growth = (r["server_rss_held_kib"] - r["server_rss_base_kib"]) / max(1, h["opened"])
             out.append(f"| {server.name} | {h['open_at_end']} / {h['requested']} | {h['refused']} | {h['dropped']} | "
-                       f"{r['server_rss_base_kib'] / 1024:.1f} | {r['server_rss_peak_kib'] / 1024:.1f} | {growth:.1f} KiB | "
+                       f"{r['server_rss_base_kib'] / 1024:.1f} | {r['server_rss_held_kib'] / 1024:.1f} | {growth:.1f} KiB | "
+                       f"{r['server_rss_peak_kib'] / 1024:.1f} | "
                        + "; ".join(f"{k[:60].replace('|', '/')} ×{v}" for k, v in sorted(r["errors"].items(), key=lambda kv: -kv[1])[:3]) + " |")
         md = (f"{n} connections each trickling 2 bytes/s for {hold_for} (nginx: inside a PUT body with a 1 GiB "
               f"Content-Length), fd limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}. Goal for Sluice: all held, "
