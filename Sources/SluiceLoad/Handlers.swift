@@ -51,7 +51,6 @@ final class StreamUploadHandler: ChannelInboundHandler {
     private var writeDone = false
     private var receipt: [UInt8] = []
     private var reported = false
-    private var failure: String?
     private var pumpScheduled = false
     private var timeout: Scheduled<Void>?
 
@@ -175,7 +174,7 @@ final class StreamUploadHandler: ChannelInboundHandler {
     private func fail(_ reason: String) {
         guard !reported else { return }
         reported = true
-        failure = reason
+        timeout?.cancel()
         worker.recordFailure(reason, bytesSent: sent)
     }
 }
