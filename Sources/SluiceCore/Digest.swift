@@ -23,6 +23,8 @@ public struct DigestComputer {
         case sha1(Insecure.SHA1)
         case md5(Insecure.MD5)
         case crc32(UInt)
+        /// Held only while a hasher is taken out for an update (see `update(bytes:)`).
+        case updating
     }
 
     public let algorithm: DigestAlgorithm
@@ -45,7 +47,11 @@ public struct DigestComputer {
 
     /// Feeds raw bytes.
     public mutating func update(bytes: UnsafeRawBufferPointer) {
-        switch state {
+        // Take the hasher out and leave a placeholder, so the hasher is uniquely
+        // referenced: swift-crypto copies its context on every update otherwise.
+        var current = State.updating
+        swap(&current, &state)
+        switch consume current {
         case .sha256(var h):
             h.update(bufferPointer: bytes)
             state = .sha256(h)
@@ -55,6 +61,8 @@ public struct DigestComputer {
         case .md5(var h):
             h.update(bufferPointer: bytes)
             state = .md5(h)
+        case .updating:
+            preconditionFailure("DigestComputer.update re-entered")
         case .crc32(var crc):
             var base = bytes.baseAddress?.assumingMemoryBound(to: Bytef.self)
             var remaining = bytes.count
@@ -75,6 +83,8 @@ public struct DigestComputer {
         case .sha256(let h): return Array(h.finalize())
         case .sha1(let h): return Array(h.finalize())
         case .md5(let h): return Array(h.finalize())
+        case .updating:
+            preconditionFailure("DigestComputer.finalize during an update")
         case .crc32(let crc):
             let v = UInt32(truncatingIfNeeded: crc)
             return [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)]

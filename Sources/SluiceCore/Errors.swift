@@ -20,6 +20,8 @@ public struct SluiceError: Error, CustomStringConvertible, Sendable {
         case notFound = "not_found"
         /// The method is not allowed on this route.
         case methodNotAllowed = "method_not_allowed"
+        /// The body's media type or content coding is not accepted (`Content-Encoding: br`).
+        case unsupportedMediaType = "unsupported_media_type"
         /// The target exists and the conflict policy is `fail`.
         case conflict = "conflict"
         /// The upload is larger than allowed.
@@ -49,6 +51,7 @@ public struct SluiceError: Error, CustomStringConvertible, Sendable {
             case .timeout: 408
             case .conflict: 409
             case .payloadTooLarge: 413
+            case .unsupportedMediaType: 415
             case .clientAborted: 499
             case .internal: 500
             case .upstreamFailed: 502

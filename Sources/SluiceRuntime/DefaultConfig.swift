@@ -6,9 +6,17 @@ public enum DefaultConfig {
 
     public static let yaml = """
     # Sluice's embedded default: what `sluice serve` runs without --config.
+    # HTTP on 127.0.0.1:8080 (curl -T file http://127.0.0.1:8080/upload/file) and
     # TCP on 127.0.0.1:8888 (cat file | nc -N 127.0.0.1 8888) into ./sluice-data,
     # with the content's sha256 recorded in every receipt.
+    # /healthz and /metrics on 127.0.0.1:9090.
     listeners:
+      http:
+        type: http
+        listen: 127.0.0.1:8080
+        routes:
+          /upload:
+            pipeline: default
       tcp:
         type: tcp
         listen: 127.0.0.1:8888
@@ -24,6 +32,9 @@ public enum DefaultConfig {
           root: ./sluice-data
           name: "{name}"
           on_conflict: unique
+
+    admin:
+      listen: 127.0.0.1:9090
 
     """
 }

@@ -11,12 +11,14 @@ struct Sluice: AsyncParsableCommand {
         commandName: "sluice",
         abstract: "A high-concurrency ingest server: TCP and HTTP streams through stages into sinks.",
         discussion: """
-        Start on the embedded default (TCP 127.0.0.1:8888 into ./sluice-data):
+        Start on the embedded default (HTTP 127.0.0.1:8080, TCP 127.0.0.1:8888, into ./sluice-data):
           sluice serve
         Send a file:
+          curl -T file http://127.0.0.1:8080/upload/file
+          sluice send file --to http://127.0.0.1:8080/upload/
           cat file | nc -N 127.0.0.1 8888
         """,
-        subcommands: [Serve.self, Validate.self, Plugins.self, Load.self]
+        subcommands: [Serve.self, Validate.self, Plugins.self, Send.self, Load.self]
     )
 }
 
@@ -73,20 +75,27 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "sluice")
+        // Before anything records a metric: metrics made earlier would go nowhere.
+        let metrics = AdminService.bootstrapMetrics()
+        let announce: @Sendable (ListenerAnnouncement) -> Void = { announcement in
+            // Written straight to fd 1 so a pipe reader sees it at once.
+            FileHandle.standardOutput.write(Data("sluice: listening: \(announcement)\n".utf8))
+        }
         let supervisor = Supervisor(
             initial: loaded,
             configPath: config,
             registry: .builtin,
             logger: logger,
-            onAnnounce: { announcement in
-                // Written straight to fd 1 so a pipe reader sees it at once.
-                FileHandle.standardOutput.write(Data("sluice: listening: \(announcement)\n".utf8))
-            }
+            onAnnounce: announce
         )
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: supervisor)]
+        if let admin = loaded.config.admin {
+            services.append(.init(service: AdminService(listen: admin.listen, registry: metrics, logger: logger, onAnnounce: announce)))
+        }
         FileHandle.standardOutput.write(Data("sluice: config \(config ?? DefaultConfig.fileName)\n".utf8))
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: supervisor)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [],
                 logger: logger

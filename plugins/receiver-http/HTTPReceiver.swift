@@ -1,0 +1,275 @@
+import Foundation
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import SluiceCore
+
+/// The running `http` listener: a Hummingbird server whose responder turns each
+/// `PUT`/`POST` into an ``Upload`` for the route's pipeline.
+public struct HTTPReceiver: Receiver {
+    /// A route with its pipeline and tokens looked up.
+    struct ResolvedRoute: Sendable {
+        var route: HTTPReceiverPlugin.Route
+        var pipeline: Pipeline
+        var tokens: BearerTokens?
+    }
+
+    public let name: String
+    let configuration: HTTPReceiverPlugin.Configuration
+    let routes: [ResolvedRoute]
+    let environment: ReceiverEnvironment
+    let gate: UploadGate
+    let connections: ConnectionLimiter
+
+    init(name: String, configuration: HTTPReceiverPlugin.Configuration, routes: [ResolvedRoute], environment: ReceiverEnvironment) {
+        self.name = name
+        self.configuration = configuration
+        self.routes = routes
+        self.environment = environment
+        self.gate = UploadGate(
+            maxConcurrent: configuration.maxConcurrentUploads,
+            maxQueued: configuration.maxQueuedUploads,
+            queueTimeout: configuration.queueTimeout.duration,
+            listener: name
+        )
+        self.connections = ConnectionLimiter(limit: configuration.maxConnections, listener: name)
+    }
+
+    public func run() async throws {
+        let logger = environment.logger
+        let handler = RequestHandler(receiver: self)
+        let channel = UploadChannel(
+            responder: { request, writer, channel in
+                await handler.respond(to: request, writer: writer, channel: channel)
+            },
+            limits: .init(
+                headerTimeout: TimeAmount(configuration.headerTimeout.duration),
+                idleTimeout: TimeAmount(configuration.idleTimeout.duration)
+            ),
+            connections: connections,
+            maxHeaderSize: Int(configuration.maxHeaderSize.bytes)
+        )
+        let listen = configuration.listen
+        let announce = environment.announce
+        let detail = routes.map { "\($0.route.prefix) → \($0.pipeline.name)" }.joined(separator: ", ")
+        let listenerName = name
+        let server = Server(
+            childChannelSetup: channel,
+            configuration: ServerConfiguration(address: .hostname(listen.host, port: listen.port), backlog: 1024),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? listen.port
+                let host = listen.host.contains(":") ? "[\(listen.host)]" : listen.host
+                announce(ListenerAnnouncement(listener: listenerName, type: HTTPReceiverPlugin.type, address: "\(host):\(port)", port: port, detail: "routes \(detail)"))
+            },
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            logger: Self.quietServerLogger(logger)
+        )
+        try await server.run()
+    }
+
+    /// Hummingbird logs its own start at info; Sluice announces listeners itself.
+    private static func quietServerLogger(_ logger: Logger) -> Logger {
+        var copy = logger
+        copy.logLevel = max(logger.logLevel, .warning)
+        return copy
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let c = duration.components
+        self = .nanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
+    }
+}
+
+/// Answers one request. Every outcome, success or failure, is one response.
+struct RequestHandler: Sendable {
+    let receiver: HTTPReceiver
+
+    private static let expect = HTTPField.Name("Expect")!
+    private static let json = "application/json"
+
+    func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async {
+        let remote = channel.remoteAddress?.ipAddress
+        var head: HTTPResponse
+        let body: String
+        do {
+            let receipt = try await upload(request, writer: writer, remote: remote)
+            head = HTTPResponse(status: .created)
+            if let url = receipt.location.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) {
+                head.headerFields[.contentLocation] = url
+            }
+            body = receipt.jsonLine() + "\n"
+        } catch {
+            let failure = SluiceError.from(error)
+            head = HTTPResponse(status: .init(code: failure.code.httpStatus))
+            switch failure.code {
+            case .unauthorized: head.headerFields[.wwwAuthenticate] = "Bearer"
+            case .methodNotAllowed: head.headerFields[.allow] = allowed(for: request)
+            case .overloaded, .shuttingDown: head.headerFields[.retryAfter] = "1"
+            default: break
+            }
+            body = Self.errorJSON(failure) + "\n"
+        }
+        head.headerFields[.contentType] = Self.json
+        // A failed write means the client is gone; there is no one left to tell.
+        try? await write(head, body: body, to: writer)
+    }
+
+    private func write(_ head: HTTPResponse, body: String, to writer: consuming ResponseWriter) async throws {
+        var head = head
+        let buffer = ByteBuffer(string: body)
+        head.headerFields[.contentLength] = String(buffer.readableBytes)
+        try await writer.write(response: head, body: ResponseBody(byteBuffer: buffer))
+    }
+
+    /// `{"error":{"code":"...","message":"..."}}`
+    static func errorJSON(_ error: SluiceError) -> String {
+        struct Body: Encodable {
+            struct Detail: Encodable { var code: String; var message: String }
+            var error: Detail
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(Body(error: .init(code: error.code.rawValue, message: error.message)))) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    private func allowed(for request: Request) -> String {
+        guard let (_, name) = try? match(request.uri.path) else { return "PUT, POST" }
+        return name == nil ? "POST" : "PUT"
+    }
+
+    /// The route for `path` and the name after its prefix (nil for the prefix itself).
+    private func match(_ path: String) throws -> (HTTPReceiver.ResolvedRoute, String?) {
+        for route in receiver.routes {
+            let prefix = route.route.prefix
+            if path == prefix || (prefix != "/" && path == prefix + "/") { return (route, nil) }
+            let withSlash = prefix == "/" ? "/" : prefix + "/"
+            if path.hasPrefix(withSlash) { return (route, String(path.dropFirst(withSlash.count))) }
+        }
+        throw SluiceError(.notFound, "no route for \(UploadName.quoted(path)) (routes: \(receiver.routes.map(\.route.prefix).sorted().joined(separator: ", ")))")
+    }
+
+    /// Validates the head, waits for an upload slot, and runs the body through the pipeline.
+    private func upload(_ request: Request, writer: borrowing ResponseWriter, remote: String?) async throws -> Receipt {
+        let configuration = receiver.configuration
+        let (route, rawName) = try match(request.uri.path)
+
+        let mode: UploadMode
+        switch (request.method, rawName) {
+        case (.put, .some): mode = .object
+        case (.post, nil): mode = .records
+        case (.put, nil):
+            throw SluiceError(.methodNotAllowed, "PUT needs a name: PUT \(route.route.prefix)/NAME; POST \(route.route.prefix) appends a batch")
+        case (.post, .some):
+            throw SluiceError(.methodNotAllowed, "POST goes to the route itself (\(route.route.prefix)); PUT \(route.route.prefix)/NAME stores one object")
+        default:
+            throw SluiceError(.methodNotAllowed, "\(request.method) is not allowed; use PUT \(route.route.prefix)/NAME or POST \(route.route.prefix)")
+        }
+
+        if let tokens = route.tokens, !tokens.accepts(authorization: request.headers[.authorization]) {
+            throw SluiceError(.unauthorized, request.headers[.authorization] == nil ? "a bearer token is required" : "the bearer token is not valid")
+        }
+
+        let name: String
+        if let rawName {
+            guard let decoded = rawName.removingPercentEncoding else {
+                throw SluiceError(.invalidName, "name \(UploadName.quoted(rawName)) has invalid percent-encoding")
+            }
+            name = try UploadName.sanitize(decoded)
+        } else {
+            name = ""  // generated below, once the upload id exists
+        }
+
+        let encoding = try contentEncoding(request.headers[.contentEncoding], allowed: route.route.allowContentEncoding)
+
+        var declaredLength: Int64?
+        if let text = request.headers[.contentLength] {
+            guard let length = Int64(text.trimmingCharacters(in: .whitespaces)), length >= 0 else {
+                throw SluiceError(.badRequest, "Content-Length \"\(text.prefix(40))\" is not a number")
+            }
+            if length > configuration.maxUploadSize.bytes {
+                throw SluiceError(.payloadTooLarge, "Content-Length \(length) exceeds max_upload_size (\(configuration.maxUploadSize))")
+            }
+            declaredLength = length
+        }
+
+        let digests = try DigestHeaders.parse(request.headers)
+
+        try await receiver.gate.acquire()
+        defer { receiver.gate.release() }
+
+        if let expect = request.headers[Self.expect] {
+            guard expect.lowercased() == "100-continue" else {
+                throw SluiceError(.badRequest, "unsupported Expect: \(expect.prefix(40))")
+            }
+            // Hummingbird does not answer it; without this, curl waits a second before sending.
+            try await writer.writeInformationalHead(HTTPResponse(status: .continue))
+        }
+
+        // `{route}` in name templates: the prefix as a relative path (`upload`, `ci/artifacts`).
+        let routeName = route.route.prefix.split(separator: "/").joined(separator: "/")
+        var metadata = UploadMetadata(
+            name: name,
+            listener: receiver.name,
+            route: routeName.isEmpty ? nil : routeName,
+            remoteAddress: remote,
+            // Content-Length counts encoded bytes; a sink sees decoded ones.
+            declaredLength: encoding == nil ? declaredLength : nil,
+            contentType: request.headers[.contentType],
+            mode: mode
+        )
+        if mode == .records {
+            metadata.name = Self.batchName(route: route.route.prefix, id: metadata.id, at: metadata.receivedAt)
+        }
+
+        var body = UploadBody(RequestBodySequence(base: request.body)).limited(to: configuration.maxUploadSize.bytes)
+        if let encoding {
+            // Client digests describe the bytes as sent: check them below the decoder.
+            if !digests.isEmpty {
+                body = body.transformed { RawDigestTransform(expected: digests) }
+            }
+            let maxDecoded = configuration.maxDecodedSize.bytes
+            body = body.transformed { InflateTransform(format: encoding, maxOutput: maxDecoded) }
+        } else {
+            metadata.expectedDigests = digests
+        }
+        if mode == .records {
+            let maxRecord = Int(clamping: configuration.maxRecordSize.bytes)
+            body = body.transformed { RecordChunker(maxRecordSize: maxRecord) }
+        }
+        return try await route.pipeline.process(Upload(metadata: metadata, body: body))
+    }
+
+    /// `nil` for identity; the zlib format for gzip/deflate when the route allows it.
+    private func contentEncoding(_ header: String?, allowed: Bool) throws -> ZlibFormat? {
+        guard let header else { return nil }
+        let value = header.trimmingCharacters(in: .whitespaces).lowercased()
+        if value.isEmpty || value == "identity" { return nil }
+        let format: ZlibFormat
+        switch value {
+        case "gzip", "x-gzip": format = .gzip
+        case "deflate": format = .zlib
+        default:
+            throw SluiceError(.unsupportedMediaType, "Content-Encoding \"\(header.prefix(40))\" is not supported (gzip and deflate are)")
+        }
+        guard allowed else {
+            throw SluiceError(.unsupportedMediaType, "this route does not accept Content-Encoding \(value) (allow_content_encoding is off)")
+        }
+        return format
+    }
+
+    /// `{route}-{datetime}-{uuid}` for a POSTed batch, for example `logs-20261126T165407Z-0f1e….`
+    static func batchName(route: String, id: UUID, at date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        let stamp = String(format: "%04d%02d%02dT%02d%02d%02dZ", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0, c.minute ?? 0, c.second ?? 0)
+        let routePart = route.split(separator: "/").joined(separator: "-")
+        return "\(routePart.isEmpty ? "batch" : routePart)-\(stamp)-\(id.uuidString.lowercased())"
+    }
+}

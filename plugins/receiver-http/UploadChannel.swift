@@ -1,0 +1,268 @@
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import SluiceCore
+
+/// Hummingbird's HTTP/1 child channel with Sluice's connection guard added:
+/// the connection cap, header/idle timeouts, and closing a connection whose
+/// request body was refused before it was read.
+struct UploadChannel: HTTPChannelHandler {
+    typealias Value = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
+
+    let responder: HTTPChannelHandler.Responder
+    let limits: ConnectionGuard.Limits
+    let connections: ConnectionLimiter
+    let maxHeaderSize: Int
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        guard connections.tryAcquire() else {
+            // Over max_connections: refuse at once rather than queue (like the tcp receiver).
+            logger.warning("refusing a connection: \(connections.limit) are open (max_connections)")
+            return channel.close().flatMapThrowing { throw SluiceError(.overloaded, "max_connections reached") }
+        }
+        let connections = self.connections
+        channel.closeFuture.whenComplete { _ in connections.release() }
+        return channel.eventLoop.makeCompletedFuture {
+            let clock = ConnectionClock()
+            var limits = NIOHTTPDecoderLimitConfiguration()
+            limits.maxHeaderFieldSize = maxHeaderSize
+            limits.maxHeaderListSize = maxHeaderSize
+            // Reads grow to 1 MiB while a body streams in (NIO's default stops at 64 KiB):
+            // fewer, larger chunks mean fewer hops through stages and sinks per GiB. Body
+            // parts are slices of these buffers, never copies; idle connections keep small ones.
+            try channel.syncOptions?.setOption(
+                ChannelOptions.recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 * 1024, maximum: 1 << 20)
+            )
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(InboundBytesObserver(clock: clock))
+            try sync.configureHTTPServerPipeline(
+                withPipeliningAssistance: false,
+                withErrorHandling: false,
+                withOutboundHeaderValidation: false,
+                withEncoderConfiguration: .init(),
+                withDecoderLimitConfiguration: limits
+            )
+            try sync.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try sync.addHandler(ConnectionGuard(limits: self.limits, clock: clock, logger: logger))
+            // Hummingbird's handler closes idle connections when a graceful shutdown starts.
+            try sync.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+            return try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+        }
+    }
+
+    func handle(value asyncChannel: Value, logger: Logger) async {
+        await handleHTTP(asyncChannel: asyncChannel, logger: logger)
+    }
+}
+
+/// When bytes last arrived on a connection, shared by the two handlers of one
+/// channel (both run on the channel's event loop only).
+final class ConnectionClock {
+    /// Set when bytes arrive; cleared when a read is asked for.
+    var bytesSinceRead = false
+    /// When the first byte of the current request head arrived.
+    var headStartedAt: NIODeadline?
+}
+
+/// Sits before the HTTP decoder and notes when raw bytes arrive.
+final class InboundBytesObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let clock: ConnectionClock
+
+    init(clock: ConnectionClock) { self.clock = clock }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        clock.bytesSinceRead = true
+        if clock.headStartedAt == nil { clock.headStartedAt = .now() }
+        context.fireChannelRead(data)
+    }
+}
+
+/// Enforces per-connection timeouts and closes connections whose request body
+/// was answered before it was read.
+///
+/// - Header timeout: once the first byte of a request arrived, its head must be
+///   complete within `headerTimeout`, however slowly it trickles (slowloris).
+/// - Idle timeout: between requests, and whenever the server asked for body bytes,
+///   the client may stay silent at most `idleTimeout`. Silence while the *server*
+///   is not reading (a slow sink holding back pressure) does not count.
+/// - Early answers: a final response finished before the request's end arrived
+///   (401, 404, 413 from Content-Length, 503…) gets `Connection: close`; the
+///   connection's output is closed once it is flushed, remaining input is
+///   discarded for a short linger (so the client reads the answer instead of a
+///   reset), then the connection closes.
+final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    struct Limits: Sendable {
+        var headerTimeout: TimeAmount
+        var idleTimeout: TimeAmount
+        /// How long input is discarded after an early answer before closing.
+        var linger: TimeAmount = .seconds(2)
+    }
+
+    private enum Phase {
+        /// Waiting for the next request head (idle since the given time).
+        case awaitingHead(since: NIODeadline)
+        /// Reading a request body.
+        case readingBody
+        /// The request ended; the response is being produced.
+        case responding
+        /// An early answer was sent; input is discarded until the connection closes.
+        case lingering
+    }
+
+    private let limits: Limits
+    private let clock: ConnectionClock
+    private let logger: Logger
+    private var phase: Phase = .awaitingHead(since: .now())
+    /// When the server last asked for bytes that have not arrived yet.
+    private var readRequestedAt: NIODeadline?
+    private var requestEnded = true
+    /// Request heads received minus final responses finished (more than one when pipelining).
+    private var outstanding = 0
+    private var closeAfterResponse = false
+    private var timer: Scheduled<Void>?
+    private let tick: TimeAmount
+
+    init(limits: Limits, clock: ConnectionClock, logger: Logger) {
+        self.limits = limits
+        self.clock = clock
+        self.logger = logger
+        let shortest = min(limits.headerTimeout, limits.idleTimeout)
+        self.tick = max(.milliseconds(20), min(.seconds(1), .nanoseconds(shortest.nanoseconds / 4)))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        phase = .awaitingHead(since: .now())
+        scheduleTick(context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if case .lingering = phase {
+            // Answered already: the rest of this request is dropped unread.
+            return
+        }
+        switch part {
+        case .head:
+            phase = .readingBody
+            requestEnded = false
+            closeAfterResponse = false
+            outstanding += 1
+        case .body:
+            break
+        case .end:
+            requestEnded = true
+            if case .readingBody = phase { phase = .responding }
+        }
+        context.fireChannelRead(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .lingering = phase, let event = event as? ChannelEvent, event == .inputClosed {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readRequestedAt == nil || clock.bytesSinceRead {
+            readRequestedAt = .now()
+            clock.bytesSinceRead = false
+        }
+        context.read()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(var head) where head.status.kind != .informational:
+            if !requestEnded {
+                closeAfterResponse = true
+                head.headerFields[.connection] = "close"
+                context.write(wrapOutboundOut(.head(head)), promise: promise)
+                return
+            }
+        case .end:
+            if closeAfterResponse {
+                phase = .lingering
+                let linger = limits.linger
+                context.writeAndFlush(data, promise: promise)
+                let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.close(mode: .output, promise: nil)
+                context.eventLoop.assumeIsolated().scheduleTask(in: linger) {
+                    loopContext.value.close(promise: nil)
+                }
+                return
+            }
+            outstanding -= 1
+            if outstanding <= 0 {
+                outstanding = 0
+                phase = .awaitingHead(since: .now())
+                clock.headStartedAt = nil
+            }
+        default:
+            break
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func scheduleTick(_ context: ChannelHandlerContext) {
+        let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: tick) { [self] in
+            self.check(loopContext.value)
+        }
+    }
+
+    private func check(_ context: ChannelHandlerContext) {
+        timer = nil
+        guard context.channel.isActive else { return }
+        let now = NIODeadline.now()
+        switch phase {
+        case .awaitingHead(let since):
+            if let started = clock.headStartedAt {
+                if now - started > limits.headerTimeout {
+                    logger.debug("closing a connection: request head not complete within header_timeout")
+                    context.close(promise: nil)
+                    return
+                }
+            } else if now - since > limits.idleTimeout {
+                logger.trace("closing an idle keep-alive connection")
+                context.close(promise: nil)
+                return
+            }
+        case .readingBody:
+            if let asked = readRequestedAt, !clock.bytesSinceRead, now - asked > limits.idleTimeout {
+                logger.debug("request body stalled longer than idle_timeout")
+                // Fails the body the upload is reading; the responder answers 408 and,
+                // as the request did not end, the connection is closed after it.
+                readRequestedAt = nil
+                context.fireErrorCaught(SluiceError(.timeout, "no body bytes for \(ConfigDuration(.nanoseconds(limits.idleTimeout.nanoseconds))) (idle_timeout)"))
+            }
+        case .responding, .lingering:
+            break
+        }
+        scheduleTick(context)
+    }
+}
