@@ -768,6 +768,11 @@ class Bench:
                         self.log(f"section {section} failed: {error}")
                         self.sections.append((section, f"failed: {error}"))
         finally:
+            # Keep the servers' logs (a crash shows there), drop the data.
+            logs = BENCH / "results" / "logs"
+            shutil.rmtree(logs, ignore_errors=True)
+            logs.parent.mkdir(exist_ok=True)
+            shutil.copytree(self.logdir, logs, dirs_exist_ok=True)
             shutil.rmtree(self.work, ignore_errors=True)
         head = (f"# Sluice benchmark\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
                 f"{os.cpu_count()} cores, `bench/run.py {' '.join(sys.argv[1:])}`, {time.time() - started:.0f} s. "
