@@ -86,6 +86,8 @@ let coreTargets: [Target] = [
         swiftSettings: sluiceSettings
     ),
     .target(name: "SluiceTestKit", dependencies: ["SluiceCore"] + nio, swiftSettings: sluiceSettings),
+    // The load generator behind `sluice load` (a library so its logic is testable).
+    .target(name: "SluiceLoad", dependencies: ["SluiceCore"] + nio, swiftSettings: sluiceSettings),
     .target(
         name: "SluiceRuntime",
         // The one registration list (BuiltinPlugins.swift) imports every plugin.
@@ -97,7 +99,7 @@ let coreTargets: [Target] = [
     ),
     .executableTarget(
         name: "sluice",
-        dependencies: ["SluiceCore", "SluiceRuntime"] + nio + [
+        dependencies: ["SluiceCore", "SluiceRuntime", "SluiceLoad"] + nio + [
             product("ArgumentParser", "swift-argument-parser"), logging, metrics,
             product("Prometheus", "swift-prometheus"), product("NIOHTTP1", "swift-nio"),
             product("_NIOFileSystem", "swift-nio"), lifecycle,
@@ -143,6 +145,7 @@ let tests: [(name: String, dependencies: [Target.Dependency])] = [
     ("StageRateLimitTests", ["StageRateLimit", "SluiceRuntime"]),
     ("SinkDiskTests", ["SinkDisk"]),
     ("SinkS3Tests", ["SinkS3"]),
+    ("SluiceLoadTests", ["SluiceLoad"]),
     ("SinkRotateTests", ["SinkRotate"]),
     ("SinkSpoolTests", ["SinkSpool"]),
     ("ReceiverSpoolTests", ["ReceiverSpool", "SinkSpool", "SluiceRuntime", lifecycle]),

@@ -18,7 +18,7 @@ struct Sluice: AsyncParsableCommand {
           sluice send file --to http://127.0.0.1:8080/upload/
           cat file | nc -N 127.0.0.1 8888
         """,
-        subcommands: [Serve.self, Validate.self, Plugins.self, Send.self]
+        subcommands: [Serve.self, Validate.self, Plugins.self, Send.self, Load.self]
     )
 }
 
