@@ -43,3 +43,15 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
         #expect(text == ConfigReference.markdown(registry: .builtin), "regenerate with: swift run sluice plugins > docs/configuration.md")
     }
 }
+
+/// The README names every plugin a config can select, so docs and code cannot drift apart.
+@Suite struct ReadmeTests {
+    @Test func readmeListsEveryPlugin() throws {
+        let readme = try String(contentsOfFile: packageRoot.appendingPathComponent("README.md").path, encoding: .utf8)
+        for kind in ComponentKind.allCases {
+            for type in PluginRegistry.builtin.types(of: kind) {
+                #expect(readme.contains("| \(kind.rawValue) | [`\(type)`]"), "README.md's plugin table lacks the \(kind.rawValue) \(type)")
+            }
+        }
+    }
+}
