@@ -110,7 +110,9 @@ public struct TCPReceiver: Receiver {
                             try? await connection.channel.executeThenClose { _, _ in }
                             continue
                         }
-                        group.addTask {
+                        // The connection's task runs on its channel's event loop: no thread
+                        // hop between reading a chunk and consuming it.
+                        group.addTask(executorPreference: EventLoopTaskExecutor(connection.channel.channel.eventLoop)) {
                             defer { connections.release() }
                             await handle(connection)
                         }
