@@ -5,6 +5,9 @@
     python3 bench/tcp-disk/bench.py slow       [--count 256 --seconds 40]
     python3 bench/tcp-disk/bench.py trickle    [--count 10000 --seconds 30]
 
+PEER=asyncio64k runs the same clients against peer_asyncio64k.py (throughput mode).
+SLUICE_BIN picks another sluice binary (default .build/release/sluice).
+
 Each mode starts `.build/release/sluice serve` on its own config in a temp dir,
 drives it with asyncio clients (sendfile for bulk), and prints server CPU seconds
 (utime+stime from /proc/PID/stat), RSS (VmRSS, sampled every 0.2 s) and outcome.
@@ -33,6 +36,18 @@ def rss(pid):
             return int(line.split()[1]) * 1024
     return 0
 
+def switches(pid):
+    """Context switches of all the server's threads (a proxy for thread hops and wake-ups)."""
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            for line in open(f"/proc/{pid}/task/{t}/status"):
+                if "ctxt_switches" in line:
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
@@ -60,7 +75,10 @@ pipelines:
       name: "{{name}}"
       on_conflict: unique
 """)
-        self.proc = subprocess.Popen([BIN, "serve", "--config", cfg], stdout=subprocess.DEVNULL,
+        cmd = [BIN, "serve", "--config", cfg]
+        if os.environ.get("PEER") == "asyncio64k":
+            cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_asyncio64k.py"), str(self.port), self.root]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(work, "server.log"), "w"),
                                      preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (HARD, HARD)))
         for _ in range(300):
@@ -107,16 +125,16 @@ async def throughput(a):
         srv = Server(work, tcp_extra=f"    max_concurrent_uploads: {max(a.count, 256)}\n")
         base = rss(srv.pid)
         sampler = asyncio.ensure_future(srv.sample())
-        c0, t0 = cpu(srv.pid), time.time()
+        c0, t0, s0 = cpu(srv.pid), time.time(), switches(srv.pid)
         results = []
         await asyncio.gather(*(upload(srv.port, src, n, results) for _ in range(a.count)))
-        dt, dc = time.time() - t0, cpu(srv.pid) - c0
+        dt, dc, ds = time.time() - t0, cpu(srv.pid) - c0, switches(srv.pid) - s0
         srv.sampling = False; await sampler
         total = n * a.count
         gib = total / (1 << 30)
         ok = sum(results)
         print(f"throughput {a.count} x {a.size}: {total / dt / 1e6:.0f} MB/s, server {dc:.2f} CPU-s = {dc / gib:.2f} CPU-s/GiB, "
-              f"RSS base {base >> 20} MiB peak {srv.peak >> 20} MiB, ok {ok}/{a.count}")
+              f"{ds / gib / 1000:.1f}k ctx switches/GiB, RSS base {base >> 20} MiB peak {srv.peak >> 20} MiB, ok {ok}/{a.count}")
         srv.stop()
 
 async def slow(a):
