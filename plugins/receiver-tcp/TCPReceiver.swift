@@ -31,16 +31,16 @@ public struct TCPReceiver: Receiver {
     /// (release, 256 concurrent 16 MiB uploads into the disk sink): RSS peaks near
     /// 130 MiB with 128 KiB reads and a high mark of 1, near 270 MiB with 256 KiB reads
     /// and a high mark of 2 (which was ~30% cheaper in CPU per GiB). 256 uploads held
-    /// back by a 50 MB/s `rate_limit`: 144 MiB with 128 KiB reads, 106 MiB with 64 KiB
-    /// (bench/tcp-disk/bench.py slow); 64 KiB reads cost ~25% more CPU per GiB on a
-    /// single fast stream, about the same with 16 concurrent streams.
+    /// back by a 50 MB/s `rate_limit` (bench/tcp-disk/bench.py slow), with the disk
+    /// sink's pipelined writes: 121 MiB with 128 KiB reads, 81 MiB with 64 KiB reads,
+    /// which cost ~25% more CPU per GiB.
     static let lowWatermark = 1
     static let highWatermark = 1
     /// Read sizes adapt between these bounds: a trickling connection keeps a small
     /// buffer, a fast one reads large chunks (fewer wake-ups and pipeline steps).
     static let minimumReadSize = 512
     static let initialReadSize = 512
-    static let maximumReadSize = 64 * 1024
+    static let maximumReadSize = 128 * 1024
     /// Reads per readiness event: each may leave a buffer in the channel's pool.
     static let readsPerWakeup: UInt = 1
     static let acceptBacklog: Int32 = 4096
