@@ -30,7 +30,10 @@ public struct TCPReceiver: Receiver {
     /// reads (one waiting, one in the pipeline, one in the channel's pool). Measured
     /// (release, 256 concurrent 16 MiB uploads into the disk sink): RSS peaks near
     /// 130 MiB with 128 KiB reads and a high mark of 1, near 270 MiB with 256 KiB reads
-    /// and a high mark of 2 (which was ~30% cheaper in CPU per GiB).
+    /// and a high mark of 2 (which was ~30% cheaper in CPU per GiB). 256 uploads held
+    /// back by a 50 MB/s `rate_limit` (bench/tcp-disk/bench.py slow), with the disk
+    /// sink's pipelined writes: 121 MiB with 128 KiB reads, 81 MiB with 64 KiB reads,
+    /// which cost ~25% more CPU per GiB.
     static let lowWatermark = 1
     static let highWatermark = 1
     /// Read sizes adapt between these bounds: a trickling connection keeps a small
@@ -110,7 +113,9 @@ public struct TCPReceiver: Receiver {
                             try? await connection.channel.executeThenClose { _, _ in }
                             continue
                         }
-                        group.addTask {
+                        // The connection's task runs on its channel's event loop: no thread
+                        // hop between reading a chunk and consuming it.
+                        group.addTask(executorPreference: EventLoopTaskExecutor(connection.channel.channel.eventLoop)) {
                             defer { connections.release() }
                             await handle(connection)
                         }

@@ -31,9 +31,6 @@ public struct DiskSink: PreparingSink {
     public static let tempDirectoryName = ".sluice-tmp"
     /// Suffix of temporary files (what the start-up sweep looks for).
     static let tempSuffix = ".part"
-    /// Small chunks are gathered into writes of about this size: fewer thread hops
-    /// and system calls, at a bounded cost of one such buffer per upload.
-    static let writeSize = 128 * 1024
     /// How many `name-N.ext` candidates `on_conflict: unique` tries.
     static let maxUniqueAttempts = 10_000
 
@@ -93,31 +90,16 @@ public struct DiskSink: PreparingSink {
         var name = usesDigests ? nil : try checkedName(context)
 
         let temp = try await TempFile.create(in: tempDirectory, mode: configuration.fileMode)
+        var writer = PipelinedWriter(temp: temp)
         var open = true
         do {
-            var written: Int64 = 0
-            var pending = ByteBuffer()
             for try await chunk in body {
-                if pending.readableBytes > 0, pending.readableBytes + chunk.readableBytes > Self.writeSize {
-                    try await temp.write(pending)
-                    written += Int64(pending.readableBytes)
-                    pending.clear()
-                }
-                if pending.readableBytes == 0, chunk.readableBytes >= Self.writeSize / 2 {
-                    try await temp.write(chunk)
-                    written += Int64(chunk.readableBytes)
-                } else {
-                    // No reservation up front: a trickling upload holds only what it sent.
-                    pending.writeImmutableBuffer(chunk)
-                }
+                try await writer.append(chunk)
             }
             // Some sequences end quietly when their consumer is cancelled: that is not a complete upload.
             try Task.checkCancellation()
-            if pending.readableBytes > 0 {
-                try await temp.write(pending)
-                written += Int64(pending.readableBytes)
-            }
-            pending = ByteBuffer()
+            try await writer.finish()
+            let written = writer.written
             open = false
             try await temp.finish(sync: configuration.fsync)
             if name == nil { name = try checkedName(context) }
@@ -129,6 +111,8 @@ public struct DiskSink: PreparingSink {
                 sidecars: context.sidecars.map { ($0.algorithm.rawValue, $0.hex) }
             )
         } catch {
+            // A write still running must end before its descriptor is closed.
+            await writer.settle()
             await temp.discard(closing: open)
             throw SluiceError.from(error)
         }
@@ -172,13 +156,6 @@ struct TempFile: Sendable {
         } catch {
             InFlightTemporaries.remove(path)
             throw error
-        }
-    }
-
-    func write(_ buffer: ByteBuffer) async throws {
-        let fd = self.fd
-        try await FileSystemCalls.runCancellable {
-            try FileSystemCalls.writeAll(fd: fd, buffer, what: "the temporary file")
         }
     }
 

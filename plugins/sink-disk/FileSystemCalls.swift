@@ -37,10 +37,12 @@ enum FileSystemCalls {
         return try await pool.runIfActive(eventLoop: eventLoop, body).get()
     }
 
-    /// Runs `body` on the disk pool, or throws `CancellationError` without running it if
-    /// the task is cancelled while it waits (one thread hop fewer than ``run(_:)``; for writes).
-    static func runCancellable<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await pool.runIfActive(body)
+    /// Starts `body` on the disk pool and returns at once; it always runs (see ``run(_:)``).
+    /// The result arrives on the caller's event loop when it runs on one (a receiver may
+    /// run uploads there): no further hop to resume it.
+    static func submit(_ body: @escaping @Sendable () throws -> Void) -> EventLoopFuture<Void> {
+        let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
+        return pool.runIfActive(eventLoop: eventLoop, body)
     }
 
     static func message(_ code: Int32) -> String {

@@ -1,0 +1,107 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Writes an upload's chunks to its temporary file without waiting for each write
+/// before reading on.
+///
+/// One write at a time runs on the disk pool; chunks that arrive meanwhile are
+/// gathered and go out together in the next one. A fast stream thus makes a few
+/// large writes (fewer thread hops and wake-ups, the main CPU cost measured), a slow
+/// one writes each chunk as it comes and holds nothing. At most ``maxPending`` bytes
+/// wait besides the write in progress; beyond that the upload waits for the disk,
+/// and so does its sender (back pressure). Small chunks (log records, a trickle) are
+/// copied into one buffer so a batch is a few system calls, not one per chunk.
+struct PipelinedWriter {
+    let temp: TempFile
+    /// Bytes gathered while a write runs before reading waits for it.
+    static let maxPending = 256 * 1024
+    /// Chunks smaller than this are copied together rather than kept as they came.
+    static let smallChunk = 8 * 1024
+
+    private var inFlight: (future: EventLoopFuture<Void>, done: Completion)?
+    private var pending: [ByteBuffer] = []
+    private var pendingBytes = 0
+    /// Whether the last pending buffer is this writer's own gathering buffer (safe to append to).
+    private var lastIsGathered = false
+    /// Bytes handed to the disk so far (all written once ``finish()`` returns).
+    private(set) var written: Int64 = 0
+
+    init(temp: TempFile) {
+        self.temp = temp
+    }
+
+    /// Queues `chunk`; starts a write when none is running, waits for the running one
+    /// when too much is queued.
+    mutating func append(_ chunk: ByteBuffer) async throws {
+        let count = chunk.readableBytes
+        guard count > 0 else { return }
+        if count < Self.smallChunk {
+            if lastIsGathered {
+                pending[pending.count - 1].writeImmutableBuffer(chunk)
+            } else {
+                var gathered = ByteBufferAllocator().buffer(capacity: count)
+                gathered.writeImmutableBuffer(chunk)
+                pending.append(gathered)
+                lastIsGathered = true
+            }
+        } else {
+            pending.append(chunk)
+            lastIsGathered = false
+        }
+        pendingBytes += count
+        if let running = inFlight {
+            if !running.done.isDone, pendingBytes < Self.maxPending { return }
+            inFlight = nil
+            try await running.future.get()
+        }
+        submit()
+    }
+
+    /// Writes what is queued and waits until every byte is written.
+    mutating func finish() async throws {
+        if let running = inFlight {
+            inFlight = nil
+            try await running.future.get()
+        }
+        guard pendingBytes > 0 else { return }
+        submit()
+        if let running = inFlight {
+            inFlight = nil
+            try await running.future.get()
+        }
+    }
+
+    /// Waits for a write in progress, ignoring its outcome: call before closing the file after a failure.
+    mutating func settle() async {
+        if let running = inFlight {
+            inFlight = nil
+            _ = try? await running.future.get()
+        }
+    }
+
+    private mutating func submit() {
+        let chunks = pending
+        let fd = temp.fd
+        let done = Completion()
+        written += Int64(pendingBytes)
+        pending = []
+        pendingBytes = 0
+        lastIsGathered = false
+        let future = FileSystemCalls.submit {
+            defer { done.set() }
+            for chunk in chunks {
+                try FileSystemCalls.writeAll(fd: fd, chunk, what: "the temporary file")
+            }
+        }
+        inFlight = (future, done)
+    }
+
+    /// Set by the disk thread when a write has finished, so the upload can tell
+    /// without waiting whether it may start the next one.
+    final class Completion: Sendable {
+        private let flag = Atomic<Bool>(false)
+        var isDone: Bool { flag.load(ordering: .acquiring) }
+        func set() { flag.store(true, ordering: .releasing) }
+    }
+}
