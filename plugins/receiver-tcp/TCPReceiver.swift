@@ -105,7 +105,10 @@ public struct TCPReceiver: Receiver {
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
                         guard connections.tryAcquire() else {
-                            logger.warning("max_connections (\(configuration.maxConnections)) reached: closing a new connection from \(Self.remote(connection.channel.channel))")
+                            let reason = connections.current >= connections.limit
+                                ? "max_connections (\(configuration.maxConnections)) reached"
+                                : "too few free file descriptors"
+                            logger.warning("\(reason): closing a new connection from \(Self.remote(connection.channel.channel))")
                             // Through executeThenClose: the channel's writer must be finished before it goes away.
                             try? await connection.channel.executeThenClose { _, _ in }
                             continue
