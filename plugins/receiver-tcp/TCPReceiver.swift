@@ -65,7 +65,16 @@ public struct TCPReceiver: Receiver {
 
     public func run() async throws {
         let idleTimeout = TimeAmount.nanoseconds(Self.nanoseconds(configuration.idleTimeout.duration))
+        let logger = self.logger
+        let listenAddress = "\(configuration.listen)"
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            // Runs before NIO's accept back-off: an accept error (EMFILE) is logged, then
+            // accepting pauses briefly and resumes; the listener never stops on it.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptErrorLogger(logger: logger, address: listenAddress))
+                }
+            }
             .serverChannelOption(.backlog, value: Self.acceptBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // A reload (SIGHUP) binds the new generation before the old one drains.
