@@ -151,7 +151,7 @@ struct TempFile: Sendable {
     let name: String
 
     static func create(in directory: String, mode: UInt32?) async throws -> TempFile {
-        let name = "\(getpid())-\(UUID().uuidString.lowercased())\(DiskSink.tempSuffix)"
+        let name = "\(getpid())-\(UUID.systemRandom().uuidString.lowercased())\(DiskSink.tempSuffix)"
         let path = directory + "/" + name
         // Refuse this upload rather than take the process to its open-file limit (see FileDescriptorBudget).
         guard FileDescriptorBudget.shared.tryAcquire() else {
