@@ -2,6 +2,14 @@ import DequeModule
 import Metrics
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The original design's semaphore, made safe: at most `maxConcurrent` uploads run;
 /// up to `maxQueued` more wait in FIFO order for at most `queueTimeout`; the rest
 /// are refused at once with ``SluiceError/Code/overloaded``.
@@ -122,20 +130,37 @@ public final class ConnectionLimiter: Sendable {
     private let count = Atomic<Int>(0)
     private let gauge: Gauge
 
-    public init(limit: Int, listener: String = "") {
-        self.limit = limit
-        self.gauge = Gauge(label: "sluice_active_connections", dimensions: [("listener", listener)])
+    /// A limiter that also counts each connection's socket in ``FileDescriptorBudget/shared``.
+    public convenience init(limit: Int, listener: String = "") {
+        self.init(limit: limit, listener: listener, budget: .shared)
     }
 
     /// Open connections now.
     public var current: Int { count.load(ordering: .relaxed) }
 
-    /// Counts a new connection; `false` (and nothing counted) when at the limit.
+    /// Where each connection's socket is also counted.
+    private let budget: FileDescriptorBudget
+
+    /// - Parameters:
+    ///   - limit: `max_connections`.
+    ///   - budget: Where each connection's socket is also counted.
+    public init(limit: Int, listener: String = "", budget: FileDescriptorBudget) {
+        self.limit = limit
+        self.budget = budget
+        self.gauge = Gauge(label: "sluice_active_connections", dimensions: [("listener", listener)])
+    }
+
+    /// Counts a new connection; `false` (and nothing counted) when at the limit, or when
+    /// the process is short of file descriptors (``FileDescriptorBudget/shared``).
     public func tryAcquire() -> Bool {
         var current = count.load(ordering: .relaxed)
         while current < limit {
             let (exchanged, original) = count.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
             if exchanged {
+                guard budget.tryAcquire() else {
+                    count.subtract(1, ordering: .relaxed)
+                    return false
+                }
                 gauge.record(current + 1)
                 return true
             }
@@ -145,7 +170,64 @@ public final class ConnectionLimiter: Sendable {
     }
 
     public func release() {
+        budget.release()
         let now = count.subtract(1, ordering: .relaxed).newValue
         gauge.record(now)
+    }
+}
+
+/// Keeps the process clear of its open-file limit (`RLIMIT_NOFILE`).
+///
+/// Reaching the limit is fatal, not just a failed call: on Linux, libdispatch (which runs
+/// Swift concurrency's threads) opens `/proc/<tid>/stat` about once a second to watch its
+/// worker pool and crashes the process ("workq: registered worker exited prematurely",
+/// SIGILL) when that `open` fails with `EMFILE`; Foundation's `UUID()` also returns the
+/// all-zero UUID then. So every long-lived descriptor the server holds per client (a
+/// connection's socket, a sink's temporary file) is counted here, and a new one is
+/// refused while fewer than ``reserve`` descriptors would stay free for everything else
+/// (listening sockets, logs, commits, the runtime).
+public final class FileDescriptorBudget: Sendable {
+    /// Descriptors that may be held through this budget.
+    public let capacity: Int
+    /// Descriptors kept free below the process limit.
+    public let reserve: Int
+    private let count = Atomic<Int>(0)
+
+    /// The process-wide budget, sized from the soft `RLIMIT_NOFILE` at first use.
+    public static let shared: FileDescriptorBudget = {
+        var limit = rlimit()
+        let soft = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 ? limit.rlim_cur : rlim_t(1024)
+        // RLIM_INFINITY (or anything huge) needs no budget worth the name.
+        return FileDescriptorBudget(processLimit: soft >= rlim_t(Int32.max) ? Int(Int32.max) : Int(soft))
+    }()
+
+    /// The reserve kept free below a process limit: 128 descriptors, or 2% of a large limit.
+    public static func reserve(forLimit limit: Int) -> Int {
+        max(128, limit / 50)
+    }
+
+    /// - Parameter processLimit: The process's open-file limit.
+    public init(processLimit: Int) {
+        self.reserve = Self.reserve(forLimit: processLimit)
+        self.capacity = max(0, processLimit - reserve)
+    }
+
+    /// Descriptors held through this budget now.
+    public var used: Int { count.load(ordering: .relaxed) }
+
+    /// Counts one descriptor; `false` (and nothing counted) when the budget is spent.
+    public func tryAcquire() -> Bool {
+        var current = count.load(ordering: .relaxed)
+        while current < capacity {
+            let (exchanged, original) = count.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Returns a descriptor counted by ``tryAcquire()``.
+    public func release() {
+        count.subtract(1, ordering: .relaxed)
     }
 }

@@ -54,7 +54,7 @@ public struct UploadMetadata: Sendable {
     public var receivedAt: Date
 
     public init(
-        id: UUID = UUID(),
+        id: UUID = .systemRandom(),
         name: String,
         listener: String,
         route: String? = nil,

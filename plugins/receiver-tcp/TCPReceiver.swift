@@ -68,7 +68,16 @@ public struct TCPReceiver: Receiver {
 
     public func run() async throws {
         let idleTimeout = TimeAmount.nanoseconds(Self.nanoseconds(configuration.idleTimeout.duration))
+        let logger = self.logger
+        let listenAddress = "\(configuration.listen)"
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            // Runs before NIO's accept back-off: an accept error (EMFILE) is logged, then
+            // accepting pauses briefly and resumes; the listener never stops on it.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptErrorLogger(logger: logger, address: listenAddress))
+                }
+            }
             .serverChannelOption(.backlog, value: Self.acceptBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // A reload (SIGHUP) binds the new generation before the old one drains.
@@ -108,7 +117,10 @@ public struct TCPReceiver: Receiver {
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
                         guard connections.tryAcquire() else {
-                            logger.warning("max_connections (\(configuration.maxConnections)) reached: closing a new connection from \(Self.remote(connection.channel.channel))")
+                            let reason = connections.current >= connections.limit
+                                ? "max_connections (\(configuration.maxConnections)) reached"
+                                : "too few free file descriptors"
+                            logger.warning("\(reason): closing a new connection from \(Self.remote(connection.channel.channel))")
                             // Through executeThenClose: the channel's writer must be finished before it goes away.
                             try? await connection.channel.executeThenClose { _, _ in }
                             continue

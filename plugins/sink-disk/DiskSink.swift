@@ -135,8 +135,12 @@ struct TempFile: Sendable {
     let name: String
 
     static func create(in directory: String, mode: UInt32?) async throws -> TempFile {
-        let name = "\(getpid())-\(UUID().uuidString.lowercased())\(DiskSink.tempSuffix)"
+        let name = "\(getpid())-\(UUID.systemRandom().uuidString.lowercased())\(DiskSink.tempSuffix)"
         let path = directory + "/" + name
+        // Refuse this upload rather than take the process to its open-file limit (see FileDescriptorBudget).
+        guard FileDescriptorBudget.shared.tryAcquire() else {
+            throw SluiceError(.overloaded, "too many open files: no descriptor to spare for a temporary file")
+        }
         InFlightTemporaries.insert(path)
         do {
             let fd = try await FileSystemCalls.run { () throws -> Int32 in
@@ -155,6 +159,7 @@ struct TempFile: Sendable {
             return TempFile(fd: fd, path: path, name: name)
         } catch {
             InFlightTemporaries.remove(path)
+            FileDescriptorBudget.shared.release()
             throw error
         }
     }
@@ -162,6 +167,7 @@ struct TempFile: Sendable {
     /// Flushes (optionally fsyncs) and closes the file. The descriptor is closed even when this throws.
     func finish(sync: Bool) async throws {
         let fd = self.fd
+        defer { FileDescriptorBudget.shared.release() }
         try await FileSystemCalls.run {
             if sync, fsync(fd) != 0 {
                 let code = errno
@@ -183,6 +189,7 @@ struct TempFile: Sendable {
             if closing { FileSystemCalls.closeQuietly(fd) }
             unlink(path)
         }
+        if closing { FileDescriptorBudget.shared.release() }
         InFlightTemporaries.remove(path)
     }
 }
