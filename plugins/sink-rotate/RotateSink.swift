@@ -188,7 +188,7 @@ final class RotateSink: Sink {
     private func stageAndAppend(_ body: UploadBody, to file: ActiveFile) async throws -> Int64 {
         let staging = stagingDirectory
         let fd = try await NIOThreadPool.singleton.runIfActive {
-            let path = staging + "/\(getpid())-\(UUID().uuidString.lowercased())"
+            let path = staging + "/\(getpid())-\(UUID.systemRandom().uuidString.lowercased())"
             var fd: CInt
             do {
                 fd = try Posix.createExclusive(path, mode: 0o600)
