@@ -82,17 +82,7 @@ enum Posix {
 
     /// Writes `buffer` at `offset` (for files without `O_APPEND`).
     static func pwriteAll(_ fd: CInt, _ buffer: ByteBuffer, at offset: Int64, path: String) throws {
-        try buffer.withUnsafeReadableBytes { bytes in
-            var done = 0
-            while done < bytes.count {
-                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + Int64(done)))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw error("cannot write", path)
-                }
-                done += n
-            }
-        }
+        try mapped { () throws(SystemCallError) in try SystemCalls.pwriteAll(fd, buffer, at: offset, path: path) }
     }
 
     /// Reads up to `count` bytes at `offset`; returns how many were read (0 at the end).
@@ -112,15 +102,12 @@ enum Posix {
     }
 
     static func sync(_ fd: CInt, path: String) throws {
-        guard fsync(fd) == 0 else { throw error("cannot fsync", path) }
+        try mapped { () throws(SystemCallError) in try SystemCalls.sync(fd, path: path) }
     }
 
     /// Makes renames and creations in `directory` durable.
     static func syncDirectory(_ directory: String) throws {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw error("cannot open directory", directory) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw error("cannot fsync directory", directory) }
+        try mapped { () throws(SystemCallError) in try SystemCalls.syncDirectory(directory) }
     }
 
     static func move(_ from: String, to: String) throws {
@@ -129,35 +116,17 @@ enum Posix {
 
     /// Removes `path`; a missing file is not an error.
     static func remove(_ path: String) throws {
-        guard unlink(path) == 0 || errno == ENOENT else { throw error("cannot remove", path) }
+        try mapped { () throws(SystemCallError) in try SystemCalls.remove(path) }
     }
 
     /// Creates `path` and its missing parents.
     static func makeDirectories(_ path: String) throws {
-        var current = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
-            current += "/" + component
-            if mkdir(current, 0o755) != 0, errno != EEXIST {
-                throw error("cannot create directory", current)
-            }
-        }
+        try mapped { () throws(SystemCallError) in try SystemCalls.makeDirectories(path) }
     }
 
     /// The names in `directory` (without `.` and `..`); empty if it does not exist.
     static func list(_ directory: String) throws -> [String] {
-        guard let dir = opendir(directory) else {
-            if errno == ENOENT { return [] }
-            throw error("cannot list", directory)
-        }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-            }
-            if name != ".", name != ".." { names.append(name) }
-        }
-        return names
+        try mapped { () throws(SystemCallError) in try SystemCalls.list(directory) }
     }
 
     static func isDirectory(_ path: String) -> Bool {
@@ -165,8 +134,15 @@ enum Posix {
         return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
-    static func closeQuietly(_ fd: CInt) {
-        _ = close(fd)
+    static func closeQuietly(_ fd: CInt) { SystemCalls.closeQuietly(fd) }
+
+    /// Runs a shared system call, mapping its failure with ``error(_:_:errno:)``.
+    private static func mapped<T>(_ body: () throws(SystemCallError) -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            throw self.error(error.operation, error.path, errno: error.code)
+        }
     }
 }
 
@@ -180,7 +156,5 @@ extension Posix {
     }
 
     /// Whether process `pid` is alive (or exists under another user).
-    static func processExists(_ pid: pid_t) -> Bool {
-        kill(pid, 0) == 0 || errno == EPERM
-    }
+    static func processExists(_ pid: pid_t) -> Bool { SystemCalls.processExists(pid) }
 }

@@ -29,28 +29,15 @@ enum Posix {
     }
 
     static func pwriteAll(_ fd: CInt, _ buffer: ByteBuffer, at offset: Int64, path: String) throws {
-        try buffer.withUnsafeReadableBytes { bytes in
-            var done = 0
-            while done < bytes.count {
-                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + Int64(done)))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw error("cannot write", path)
-                }
-                done += n
-            }
-        }
+        try mapped { () throws(SystemCallError) in try SystemCalls.pwriteAll(fd, buffer, at: offset, path: path) }
     }
 
     static func sync(_ fd: CInt, path: String) throws {
-        guard fsync(fd) == 0 else { throw error("cannot fsync", path) }
+        try mapped { () throws(SystemCallError) in try SystemCalls.sync(fd, path: path) }
     }
 
     static func syncDirectory(_ directory: String) throws {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw error("cannot open directory", directory) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw error("cannot fsync directory", directory) }
+        try mapped { () throws(SystemCallError) in try SystemCalls.syncDirectory(directory) }
     }
 
     /// Hard-links `from` to `to`; fails with ``SluiceError/Code/conflict`` if `to` exists
@@ -60,33 +47,15 @@ enum Posix {
     }
 
     static func remove(_ path: String) throws {
-        guard unlink(path) == 0 || errno == ENOENT else { throw error("cannot remove", path) }
+        try mapped { () throws(SystemCallError) in try SystemCalls.remove(path) }
     }
 
     static func makeDirectories(_ path: String) throws {
-        var current = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
-            current += "/" + component
-            if mkdir(current, 0o755) != 0, errno != EEXIST {
-                throw error("cannot create directory", current)
-            }
-        }
+        try mapped { () throws(SystemCallError) in try SystemCalls.makeDirectories(path) }
     }
 
     static func list(_ directory: String) throws -> [String] {
-        guard let dir = opendir(directory) else {
-            if errno == ENOENT { return [] }
-            throw error("cannot list", directory)
-        }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-            }
-            if name != ".", name != ".." { names.append(name) }
-        }
-        return names
+        try mapped { () throws(SystemCallError) in try SystemCalls.list(directory) }
     }
 
     /// Size and modification time (seconds since the epoch) of a regular file, or nil.
@@ -96,12 +65,17 @@ enum Posix {
         return (Int64(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
     }
 
-    static func processExists(_ pid: pid_t) -> Bool {
-        kill(pid, 0) == 0 || errno == EPERM
-    }
+    static func processExists(_ pid: pid_t) -> Bool { SystemCalls.processExists(pid) }
 
-    static func closeQuietly(_ fd: CInt) {
-        _ = close(fd)
+    static func closeQuietly(_ fd: CInt) { SystemCalls.closeQuietly(fd) }
+
+    /// Runs a shared system call, mapping its failure with ``error(_:_:errno:)``.
+    private static func mapped<T>(_ body: () throws(SystemCallError) -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            throw self.error(error.operation, error.path, errno: error.code)
+        }
     }
 }
 
