@@ -26,6 +26,9 @@ public struct TemporaryDirectory: Sendable {
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
 
+    /// The directory's path.
+    public var path: String { url.path }
+
     /// The path of `name` inside the directory (the file need not exist).
     public func path(_ name: String) -> String { url.appendingPathComponent(name).path }
 
@@ -37,6 +40,12 @@ public struct TemporaryDirectory: Sendable {
         let p = path(name)
         try Data(bytes).write(to: URL(fileURLWithPath: p))
         return p
+    }
+
+    /// The names in the subdirectory `sub` (the directory itself by default), sorted;
+    /// empty if it does not exist.
+    public func list(_ sub: String = "") -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: sub.isEmpty ? path : path + "/" + sub)) ?? []).sorted()
     }
 
     /// Removes the directory and everything in it; errors are ignored.
