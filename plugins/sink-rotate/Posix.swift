@@ -14,7 +14,9 @@ import SluiceCore
 /// writes of whole chunks in one call, `ftruncate` back to a record boundary, and
 /// `fsync` of files and directories. Every function here blocks, so callers run
 /// them on a thread pool, never on the cooperative executor.
-enum Posix {
+/// The calls other sinks need too (`fsync`, `pwrite`, `mkdir -p`, listing) come from
+/// ``MappedSystemCalls`` in the core, with this sink's errno mapping.
+enum Posix: MappedSystemCalls {
     static func error(_ what: String, _ path: String, errno code: Int32 = errno) -> SluiceError {
         let message = "\(what) \(path): \(String(cString: strerror(code)))"
         switch code {
@@ -80,11 +82,6 @@ enum Posix {
         try buffer.withUnsafeReadableBytes { try writeAll(fd, $0, path: path) }
     }
 
-    /// Writes `buffer` at `offset` (for files without `O_APPEND`).
-    static func pwriteAll(_ fd: CInt, _ buffer: ByteBuffer, at offset: Int64, path: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.pwriteAll(fd, buffer, at: offset, path: path) }
-    }
-
     /// Reads up to `count` bytes at `offset`; returns how many were read (0 at the end).
     static func readAt(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws -> Int {
         while true {
@@ -101,48 +98,13 @@ enum Posix {
         guard ftruncate(fd, off_t(size)) == 0 else { throw error("cannot truncate", path) }
     }
 
-    static func sync(_ fd: CInt, path: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.sync(fd, path: path) }
-    }
-
-    /// Makes renames and creations in `directory` durable.
-    static func syncDirectory(_ directory: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.syncDirectory(directory) }
-    }
-
     static func move(_ from: String, to: String) throws {
         guard rename(from, to) == 0 else { throw error("cannot rename \(from) to", to) }
-    }
-
-    /// Removes `path`; a missing file is not an error.
-    static func remove(_ path: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.remove(path) }
-    }
-
-    /// Creates `path` and its missing parents.
-    static func makeDirectories(_ path: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.makeDirectories(path) }
-    }
-
-    /// The names in `directory` (without `.` and `..`); empty if it does not exist.
-    static func list(_ directory: String) throws -> [String] {
-        try mapped { () throws(SystemCallError) in try SystemCalls.list(directory) }
     }
 
     static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-    }
-
-    static func closeQuietly(_ fd: CInt) { SystemCalls.closeQuietly(fd) }
-
-    /// Runs a shared system call, mapping its failure with ``error(_:_:errno:)``.
-    private static func mapped<T>(_ body: () throws(SystemCallError) -> T) throws -> T {
-        do {
-            return try body()
-        } catch {
-            throw self.error(error.operation, error.path, errno: error.code)
-        }
     }
 }
 
@@ -154,7 +116,4 @@ extension Posix {
     static func birthTime(of path: String) -> Date? {
         (try? FileManager.default.attributesOfItem(atPath: path))?[.creationDate] as? Date
     }
-
-    /// Whether process `pid` is alive (or exists under another user).
-    static func processExists(_ pid: pid_t) -> Bool { SystemCalls.processExists(pid) }
 }

@@ -11,7 +11,8 @@ import SluiceCore
 /// The blocking POSIX calls the spool sink needs (run on a thread pool): Maildir
 /// delivery is `open(O_EXCL)` in `tmp/`, `fsync`, `link` into `new/`, `unlink`, and an
 /// `fsync` of `new/`.
-enum Posix {
+/// The calls other sinks need too come from ``MappedSystemCalls`` in the core.
+enum Posix: MappedSystemCalls {
     static func error(_ what: String, _ path: String, errno code: Int32 = errno) -> SluiceError {
         let message = "\(what) \(path): \(String(cString: strerror(code)))"
         switch code {
@@ -28,34 +29,10 @@ enum Posix {
         return fd
     }
 
-    static func pwriteAll(_ fd: CInt, _ buffer: ByteBuffer, at offset: Int64, path: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.pwriteAll(fd, buffer, at: offset, path: path) }
-    }
-
-    static func sync(_ fd: CInt, path: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.sync(fd, path: path) }
-    }
-
-    static func syncDirectory(_ directory: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.syncDirectory(directory) }
-    }
-
     /// Hard-links `from` to `to`; fails with ``SluiceError/Code/conflict`` if `to` exists
     /// (so delivery never replaces a file already in `new/`).
     static func link(_ from: String, to: String) throws {
         guard systemLink(from, to) == 0 else { throw error("cannot link \(from) to", to) }
-    }
-
-    static func remove(_ path: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.remove(path) }
-    }
-
-    static func makeDirectories(_ path: String) throws {
-        try mapped { () throws(SystemCallError) in try SystemCalls.makeDirectories(path) }
-    }
-
-    static func list(_ directory: String) throws -> [String] {
-        try mapped { () throws(SystemCallError) in try SystemCalls.list(directory) }
     }
 
     /// Size and modification time (seconds since the epoch) of a regular file, or nil.
@@ -63,19 +40,6 @@ enum Posix {
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
         return (Int64(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
-    }
-
-    static func processExists(_ pid: pid_t) -> Bool { SystemCalls.processExists(pid) }
-
-    static func closeQuietly(_ fd: CInt) { SystemCalls.closeQuietly(fd) }
-
-    /// Runs a shared system call, mapping its failure with ``error(_:_:errno:)``.
-    private static func mapped<T>(_ body: () throws(SystemCallError) -> T) throws -> T {
-        do {
-            return try body()
-        } catch {
-            throw self.error(error.operation, error.path, errno: error.code)
-        }
     }
 }
 

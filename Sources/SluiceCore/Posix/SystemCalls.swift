@@ -131,3 +131,67 @@ public enum SystemCalls {
         _ = close(fd)
     }
 }
+
+/// A sink's view of ``SystemCalls`` that throws ``SluiceError``s made by the sink's own mapping.
+///
+/// Conform a caseless enum and implement ``error(_:_:errno:)``; the shared calls then
+/// come with it, under the same names as in ``SystemCalls``:
+///
+/// ```swift
+/// enum Posix: MappedSystemCalls {
+///     static func error(_ what: String, _ path: String, errno code: Int32) -> SluiceError {
+///         SluiceError(code == ENOSPC ? .insufficientStorage : .internal, "\(what) \(path)")
+///     }
+/// }
+/// try Posix.syncDirectory(directory)
+/// ```
+public protocol MappedSystemCalls {
+    /// The error for `what` (for example `"cannot fsync"`) failing on `path` with `errno` `code`.
+    static func error(_ what: String, _ path: String, errno code: Int32) -> SluiceError
+}
+
+extension MappedSystemCalls {
+    /// ``SystemCalls/pwriteAll(_:_:at:path:)``, failing with ``error(_:_:errno:)``.
+    public static func pwriteAll(_ fd: CInt, _ buffer: ByteBuffer, at offset: Int64, path: String) throws {
+        try mapped { () throws(SystemCallError) in try SystemCalls.pwriteAll(fd, buffer, at: offset, path: path) }
+    }
+
+    /// ``SystemCalls/sync(_:path:)``, failing with ``error(_:_:errno:)``.
+    public static func sync(_ fd: CInt, path: String) throws {
+        try mapped { () throws(SystemCallError) in try SystemCalls.sync(fd, path: path) }
+    }
+
+    /// ``SystemCalls/syncDirectory(_:)``, failing with ``error(_:_:errno:)``.
+    public static func syncDirectory(_ directory: String) throws {
+        try mapped { () throws(SystemCallError) in try SystemCalls.syncDirectory(directory) }
+    }
+
+    /// ``SystemCalls/remove(_:)``, failing with ``error(_:_:errno:)``.
+    public static func remove(_ path: String) throws {
+        try mapped { () throws(SystemCallError) in try SystemCalls.remove(path) }
+    }
+
+    /// ``SystemCalls/makeDirectories(_:)``, failing with ``error(_:_:errno:)``.
+    public static func makeDirectories(_ path: String) throws {
+        try mapped { () throws(SystemCallError) in try SystemCalls.makeDirectories(path) }
+    }
+
+    /// ``SystemCalls/list(_:)``, failing with ``error(_:_:errno:)``.
+    public static func list(_ directory: String) throws -> [String] {
+        try mapped { () throws(SystemCallError) in try SystemCalls.list(directory) }
+    }
+
+    /// ``SystemCalls/processExists(_:)``.
+    public static func processExists(_ pid: pid_t) -> Bool { SystemCalls.processExists(pid) }
+
+    /// ``SystemCalls/closeQuietly(_:)``.
+    public static func closeQuietly(_ fd: CInt) { SystemCalls.closeQuietly(fd) }
+
+    private static func mapped<T>(_ body: () throws(SystemCallError) -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            throw Self.error(error.operation, error.path, errno: error.code)
+        }
+    }
+}
