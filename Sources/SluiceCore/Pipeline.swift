@@ -121,21 +121,28 @@ public struct Pipeline: Sendable {
 
 extension UploadBody {
     /// Returns a body that fails with ``SluiceError/Code/digestMismatch`` at its end
-    /// if its bytes do not match every expected digest. Matching digests are recorded
-    /// in the context.
-    public func verifying(_ expected: [ExpectedDigest], context: UploadContext) -> UploadBody {
-        transformed { VerifyTransform(expected: expected, context: context) }
+    /// if its bytes do not match every expected digest.
+    ///
+    /// - Parameters:
+    ///   - expected: The digests the bytes must have.
+    ///   - context: Where to record each matching digest not recorded yet, or `nil` to
+    ///     record nothing (for bytes that are not the ones stored, such as a body before decoding).
+    ///   - subject: What the bytes are, for the error message.
+    public func verifying(_ expected: [ExpectedDigest], context: UploadContext?, subject: String = "the body") -> UploadBody {
+        transformed { VerifyTransform(expected: expected, context: context, subject: subject) }
     }
 }
 
 private struct VerifyTransform: ChunkTransform {
     let expected: [ExpectedDigest]
-    let context: UploadContext
+    let context: UploadContext?
+    let subject: String
     var computers: [DigestComputer]
 
-    init(expected: [ExpectedDigest], context: UploadContext) {
+    init(expected: [ExpectedDigest], context: UploadContext?, subject: String) {
         self.expected = expected
         self.context = context
+        self.subject = subject
         self.computers = expected.map { $0.algorithm.makeComputer() }
     }
 
@@ -148,9 +155,9 @@ private struct VerifyTransform: ChunkTransform {
         for (digest, computer) in zip(expected, computers) {
             let actual = computer.finalize()
             guard actual == digest.bytes else {
-                throw SluiceError(.digestMismatch, "\(digest.algorithm) of the body is \(Hex.encode(actual)) but \(digest.source) says \(Hex.encode(digest.bytes))")
+                throw SluiceError(.digestMismatch, "\(digest.algorithm) of \(subject) is \(Hex.encode(actual)) but \(digest.source) says \(Hex.encode(digest.bytes))")
             }
-            if context.digest(digest.algorithm) == nil {
+            if let context, context.digest(digest.algorithm) == nil {
                 context.recordDigest(actual, algorithm: digest.algorithm)
             }
         }

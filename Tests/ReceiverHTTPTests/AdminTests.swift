@@ -80,7 +80,7 @@ struct AdminTests {
             sink: { type: memory }
         """
         var registry = PluginRegistry.builtin
-        registry.register(MemorySinkPlugin.self)
+        registry.register(InMemorySinkPlugin.self)
         let loaded = try LoadedConfig.parse(yaml, file: "t.yaml", registry: registry)
         let built = try loaded.build(logger: quietLogger)
         #expect(built.receivers.count == 1)
@@ -91,15 +91,4 @@ struct AdminTests {
         let loaded2 = try LoadedConfig.parse(unknownPipeline, file: "t.yaml", registry: registry)
         #expect(throws: ConfigError.self) { try loaded2.build(logger: quietLogger) }
     }
-}
-
-/// A test-only `memory` sink plugin, registered in a local copy of the registry.
-enum MemorySinkPlugin: SinkPlugin {
-    struct Configuration: Decodable, Sendable {
-        init(from decoder: any Decoder) throws {}
-    }
-    static let type = "memory"
-    static let summary = "test sink"
-    static let keys: [ConfigKey] = []
-    static func make(_ configuration: Configuration, environment: PluginEnvironment) throws -> any Sink { InMemorySink() }
 }

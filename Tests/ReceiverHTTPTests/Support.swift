@@ -139,12 +139,6 @@ struct TempDir {
     func cleanup() { try? FileManager.default.removeItem(atPath: path) }
 }
 
-func sha256Hex(_ bytes: [UInt8]) -> String {
-    var c = DigestAlgorithm.sha256.makeComputer()
-    bytes.withUnsafeBytes { c.update(bytes: $0) }
-    return Hex.encode(c.finalize())
-}
-
 /// The HTTP status code curl printed with `-w '%{http_code}'` at the end of stdout.
 func curlStatus(_ result: CommandResult) -> Int {
     Int(result.stdout.suffix(3)) ?? 0

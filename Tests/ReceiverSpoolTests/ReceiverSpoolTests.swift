@@ -10,18 +10,6 @@ import Testing
 
 @testable import ReceiverSpool
 
-private struct TempDirectory {
-    let path: String
-    init() {
-        path = FileManager.default.temporaryDirectory.path + "/sluice-spoolrx-\(UUID().uuidString.prefix(8))"
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
-    func list(_ sub: String) -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: path + "/" + sub)) ?? []).sorted()
-    }
-}
-
 /// A sink that fails its first `failures` uploads (after reading part of them), then stores.
 private final class FlakySink: Sink {
     private let remainingFailures: Mutex<Int>
@@ -100,8 +88,8 @@ private func eventually(_ seconds: Double, _ condition: () -> Bool) async -> Boo
 struct ReceiverSpoolTests {
     @Test("a failing downstream is retried with backoff; then every file is delivered exactly once and removed")
     func retriesThenDeliversExactlyOnce() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spoolrx")
+        defer { dir.remove() }
         let sent = try await spool(20, into: dir.path)
         let sink = FlakySink(failures: 6)
         let (group, task) = try startReceiver(root: dir.path, sink: sink)
@@ -121,8 +109,8 @@ struct ReceiverSpoolTests {
 
     @Test("graceful shutdown stops picking files and lets in-flight ones finish")
     func gracefulShutdown() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spoolrx")
+        defer { dir.remove() }
         _ = try await spool(6, into: dir.path, size: 8192)
         let sink = FlakySink(failures: 0, delayPerChunk: .milliseconds(150))
         let (group, task) = try startReceiver(root: dir.path, sink: sink, concurrency: 2, chunkSize: .kibibytes(1))
@@ -140,8 +128,8 @@ struct ReceiverSpoolTests {
 
     @Test("files left in new/ by an earlier run are sent under their (decoded) names, then archived to cur/")
     func restartAndArchive() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spoolrx")
+        defer { dir.remove() }
         try FileManager.default.createDirectory(atPath: dir.path + "/new", withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: dir.path + "/new/batch%2F2026%2Fa.log", contents: Data("a\n".utf8))
         _ = FileManager.default.createFile(atPath: dir.path + "/new/.hidden", contents: Data("skip".utf8))
@@ -158,8 +146,8 @@ struct ReceiverSpoolTests {
 
     @Test("a file the downstream refuses for good moves to failed/ instead of being retried forever")
     func permanentFailure() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spoolrx")
+        defer { dir.remove() }
         _ = try await spool(1, into: dir.path)
         let sink = FlakySink(failures: 100, code: .corruptInput)
         let (group, task) = try startReceiver(root: dir.path, sink: sink)

@@ -12,8 +12,8 @@ import Testing
 struct RotateBenchmark {
     @Test("64 senders × 200-byte lines into rotate", arguments: [1, 32, 320])
     func lines(linesPerChunk: Int) async throws {
-        let dir = TempDirectory("bench")
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-bench")
+        defer { dir.remove() }
         let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: .mebibytes(256), keep: 100))
         try await sink.start()
         let pipeline = Pipeline(name: "bench", stages: [], sink: sink)
@@ -36,7 +36,7 @@ struct RotateBenchmark {
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let records = senders * chunks * linesPerChunk
-        let size = dir.files().filter { $0.hasPrefix("app.log") }.reduce(Int64(0)) { $0 + (Posix.size(at: dir.path + "/" + $1) ?? 0) }
+        let size = dir.list().filter { $0.hasPrefix("app.log") }.reduce(Int64(0)) { $0 + (Posix.size(at: dir.path + "/" + $1) ?? 0) }
         #expect(size == Int64(records * 200))
         print("BENCH rotate lines_per_chunk=\(linesPerChunk) records=\(records) seconds=\(String(format: "%.3f", seconds)) records_per_s=\(Int(Double(records) / seconds)) MB_per_s=\(String(format: "%.1f", Double(records * 200) / seconds / 1e6))")
     }

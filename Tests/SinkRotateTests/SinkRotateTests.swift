@@ -10,8 +10,8 @@ import Testing
 struct SinkRotateTests {
     @Test("32 concurrent senders: rotated files hold exactly the lines sent, none split or merged, in order per sender")
     func concurrentSenders() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: .kibibytes(64), keep: 10_000))
         try await sink.start()
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
@@ -54,7 +54,7 @@ struct SinkRotateTests {
             next[sender] = n + 1
         }
         // Rotation happened, and no file was taken past max_size by more than one chunk.
-        let rotated = dir.files().filter { $0.hasPrefix("app.log.") }
+        let rotated = dir.list().filter { $0.hasPrefix("app.log.") }
         #expect(rotated.count > 3)
         for name in rotated {
             #expect(Int64(read(dir.path + "/" + name).count) <= ByteSize.kibibytes(64).bytes)
@@ -63,8 +63,8 @@ struct SinkRotateTests {
 
     @Test("rotates by size before a chunk would pass max_size; app.log.1 is the newest")
     func rotationBySize() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: 1000))
         try await sink.start()
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
@@ -74,7 +74,7 @@ struct SinkRotateTests {
             _ = try await pipeline.process(recordsUpload([[line]]))
         }
         await sink.stop()
-        #expect(dir.files().filter { !$0.hasPrefix(".") } == ["app.log", "app.log.1", "app.log.2"])
+        #expect(dir.list().filter { !$0.hasPrefix(".") } == ["app.log", "app.log.1", "app.log.2"])
         #expect(read(dir.path + "/app.log.2").count == 900)
         #expect(read(dir.path + "/app.log.1").count == 900)
         #expect(read(dir.path + "/app.log").count == 300)
@@ -84,8 +84,8 @@ struct SinkRotateTests {
 
     @Test("a chunk larger than max_size goes into a file of its own, whole")
     func oversizedChunk() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: 100, fsync: .everyChunk))
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
         _ = try await pipeline.process(recordsUpload([["small"]]))
@@ -99,8 +99,8 @@ struct SinkRotateTests {
 
     @Test("rotates by age, on write and by the timer, with an injected clock")
     func rotationByAge() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let clock = TestClock()
         let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxAge: .seconds(3600)), clock: clock)
         try await sink.start()
@@ -126,15 +126,15 @@ struct SinkRotateTests {
 
     @Test("keeps only `keep` rotated files, the newest")
     func keepPruning() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: 10, keep: 3, fsync: .never))
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
         for i in 0..<10 {
             _ = try await pipeline.process(recordsUpload([["line-\(i)"]]))
         }
         await sink.stop()
-        #expect(dir.files().filter { !$0.hasPrefix(".") } == ["app.log", "app.log.1", "app.log.2", "app.log.3"])
+        #expect(dir.list().filter { !$0.hasPrefix(".") } == ["app.log", "app.log.1", "app.log.2", "app.log.3"])
         #expect(read(dir.path + "/app.log") == Array("line-9\n".utf8))
         #expect(read(dir.path + "/app.log.1") == Array("line-8\n".utf8))
         #expect(read(dir.path + "/app.log.3") == Array("line-6\n".utf8))
@@ -142,8 +142,8 @@ struct SinkRotateTests {
 
     @Test("timestamp naming sorts by age; max_total bounds the rotated bytes")
     func timestampNamingAndMaxTotal() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let clock = TestClock()
         let sink = try makeSink(.init(path: try NameTemplate("{listener}.log"), root: dir.path, maxSize: 10, keep: 100, maxTotal: 25, naming: .timestamp), clock: clock)
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
@@ -152,7 +152,7 @@ struct SinkRotateTests {
             clock.advance(1)
         }
         await sink.stop()
-        let rotated = dir.files().filter { $0.hasPrefix("edge.log.") }
+        let rotated = dir.list().filter { $0.hasPrefix("edge.log.") }
         // 7 bytes each: three fit in 25 bytes.
         #expect(rotated.count == 3)
         #expect(rotated.allSatisfy { $0.count == "edge.log.".count + 20 && $0.hasSuffix("Z") })
@@ -162,8 +162,8 @@ struct SinkRotateTests {
 
     @Test("compressed rotated files pass gzip -t and hold every line; no temporary file is left")
     func compressedRotation() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path, maxSize: .kibibytes(16), keep: 1000, compressRotated: true, compressLevel: 1))
         try await sink.start()
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
@@ -179,19 +179,19 @@ struct SinkRotateTests {
             try await group.waitForAll()
         }
         await sink.stop()
-        let gz = dir.files().filter { $0.hasSuffix(".gz") }
+        let gz = dir.list().filter { $0.hasSuffix(".gz") }
         #expect(gz.count > 5)
         for name in gz {
             #expect(try run("/usr/bin/gzip", ["-t", dir.path + "/" + name]) == 0, "\(name) fails gzip -t")
         }
-        #expect(dir.files().filter { $0.hasPrefix(".") && $0 != ".rotate-tmp" }.isEmpty)
+        #expect(dir.list().filter { $0.hasPrefix(".") && $0 != ".rotate-tmp" }.isEmpty)
         #expect(try allLines(directory: dir.path, base: "app.log").sorted() == sent.sorted())
     }
 
     @Test("a restart continues the active file and cuts off a torn record")
     func restartCutsTornRecord() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let configuration = SinkRotate.Configuration(path: try NameTemplate("app.log"), root: dir.path, maxSize: .mebibytes(1))
         let first = try makeSink(configuration)
         try await first.start()
@@ -214,8 +214,8 @@ struct SinkRotateTests {
 
     @Test("a second sink of the same process (a config reload) never cuts the first one's write in progress")
     func reloadDoesNotCut() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let configuration = SinkRotate.Configuration(path: try NameTemplate("app.log"), root: dir.path)
         let old = try makeSink(configuration)
         try await old.start()
@@ -234,8 +234,8 @@ struct SinkRotateTests {
 
     @Test("a restart cuts a torn gzip member off a compressed active file")
     func restartCutsTornGzipMember() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         func member(_ text: String) throws -> ByteBuffer {
             try Deflater(format: .gzip, level: 6).finish(ByteBuffer(string: text))
         }
@@ -266,8 +266,8 @@ struct SinkRotateTests {
 
     @Test("a stream is appended whole (with a final newline) or not at all")
     func streamsAreUnits() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let sink = try makeSink(.init(path: try NameTemplate("app.log"), root: dir.path))
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
         let receipt = try await pipeline.process(.test(name: "batch", bytes: Array("x\ny\nno newline".utf8), chunkSize: 3))
@@ -283,8 +283,8 @@ struct SinkRotateTests {
 
     @Test("start finishes rotations a crash interrupted")
     func startFinishesLeftovers() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         try FileManager.default.createDirectory(atPath: dir.path + "/sub", withIntermediateDirectories: true)
         let stamp = Stamp.format(1_795_000_000_000)
         _ = FileManager.default.createFile(atPath: dir.path + "/sub/.app.log.\(stamp).rotated", contents: Data("old\n".utf8))
@@ -300,8 +300,8 @@ struct SinkRotateTests {
 
     @Test("rejects paths into the sink's reserved names and bad keys")
     func validation() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-rotate")
+        defer { dir.remove() }
         let sink = try makeSink(.init(path: try NameTemplate("{name}"), root: dir.path))
         let pipeline = Pipeline(name: "logs", stages: [], sink: sink)
         await #expect(throws: SluiceError.self) { try await pipeline.process(recordsUpload([["x"]], name: ".rotate-tmp/x")) }

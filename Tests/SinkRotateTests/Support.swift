@@ -15,19 +15,6 @@ final class TestClock: Sendable {
     func advance(_ seconds: TimeInterval) { current.withLock { $0 += seconds } }
 }
 
-/// A unique temporary directory, removed by `cleanup()`.
-struct TempDirectory {
-    let path: String
-    init(_ label: String = "rotate") {
-        path = FileManager.default.temporaryDirectory.path + "/sluice-\(label)-\(UUID().uuidString.prefix(8))"
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
-    func files() -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
-    }
-}
-
 func makeSink(_ configuration: SinkRotate.Configuration, clock: TestClock? = nil) throws -> RotateSink {
     var environment = PluginEnvironment()
     if let clock { environment.now = { clock.now } }

@@ -137,12 +137,6 @@ struct Tool {
     }
 }
 
-func sha256Hex(_ bytes: some Sequence<UInt8>) -> String {
-    var hash = SHA256()
-    hash.update(data: Array(bytes))
-    return Hex.encode(Array(hash.finalize()))
-}
-
 /// A body of `count` deterministic bytes produced on the fly in odd-sized chunks, with no
 /// declared length (a stream of unknown size), optionally failing after `failAfter` bytes.
 struct GeneratedBody: AsyncSequence, Sendable {

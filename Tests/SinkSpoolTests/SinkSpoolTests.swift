@@ -7,18 +7,6 @@ import Testing
 
 @testable import SinkSpool
 
-private struct TempDirectory {
-    let path: String
-    init() {
-        path = FileManager.default.temporaryDirectory.path + "/sluice-spool-\(UUID().uuidString.prefix(8))"
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
-    func list(_ sub: String) -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: path + "/" + sub)) ?? []).sorted()
-    }
-}
-
 private func makeSink(_ configuration: SinkSpool.Configuration) throws -> SpoolSink {
     try #require(try SinkSpool.make(configuration, environment: PluginEnvironment()) as? SpoolSink)
 }
@@ -47,11 +35,6 @@ private struct SlowChunks: AsyncSequence, Sendable {
     }
 }
 
-private func sha256(_ bytes: some Sequence<UInt8>) -> String {
-    var computer = DigestAlgorithm.sha256.makeComputer()
-    computer.update(ByteBuffer(bytes: Array(bytes)))
-    return Hex.encode(computer.finalize())
-}
 
 private final class WatchState: Sendable {
     let writersDone = Mutex(false)
@@ -63,15 +46,15 @@ private final class WatchState: Sendable {
 struct SinkSpoolTests {
     @Test("new/ never shows a partial file under concurrent writers")
     func newOnlyHoldsCompleteFiles() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spool")
+        defer { dir.remove() }
         let sink = try makeSink(.init(root: dir.path))
         try await sink.start()
         let pipeline = Pipeline(name: "spool", stages: [], sink: sink)
 
         // Distinct sizes, so a file seen in new/ tells which upload it must be.
         let payloads = (0..<16).map { pseudoRandomBytes(count: 200_000 + $0 * 1013, seed: UInt64($0 + 1)) }
-        let expected = Dictionary(uniqueKeysWithValues: payloads.map { (Int64($0.count), sha256($0)) })
+        let expected = Dictionary(uniqueKeysWithValues: payloads.map { (Int64($0.count), sha256Hex($0)) })
         let state = WatchState()
 
         async let watcher: Void = {
@@ -79,7 +62,7 @@ struct SinkSpoolTests {
             while !state.writersDone.withLock({ $0 }) {
                 for name in dir.list("new") where !verified.contains(name) {
                     let data = (try? Data(contentsOf: URL(fileURLWithPath: dir.path + "/new/" + name))) ?? Data()
-                    if expected[Int64(data.count)] != sha256(data) {
+                    if expected[Int64(data.count)] != sha256Hex(data) {
                         state.violations.withLock { $0.append("\(name): \(data.count) bytes") }
                     }
                     verified.insert(name)
@@ -108,14 +91,14 @@ struct SinkSpoolTests {
         #expect(dir.list("tmp").isEmpty)
         for name in dir.list("new") {
             let data = try Data(contentsOf: URL(fileURLWithPath: dir.path + "/new/" + name))
-            #expect(expected[Int64(data.count)] == sha256(data))
+            #expect(expected[Int64(data.count)] == sha256Hex(data))
         }
     }
 
     @Test("a failing or cancelled upload leaves nothing in tmp/ or new/")
     func failureCleansUp() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spool")
+        defer { dir.remove() }
         let sink = try makeSink(.init(root: dir.path))
         try await sink.start()
         let pipeline = Pipeline(name: "spool", stages: [], sink: sink)
@@ -134,8 +117,8 @@ struct SinkSpoolTests {
 
     @Test("over max_size: refused with 507, before writing when the length is declared")
     func maxSize() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spool")
+        defer { dir.remove() }
         let sink = try makeSink(.init(root: dir.path, maxSize: 100_000))
         try await sink.start()
         let pipeline = Pipeline(name: "spool", stages: [], sink: sink)
@@ -165,8 +148,8 @@ struct SinkSpoolTests {
 
     @Test("start removes temporary files of dead processes only")
     func sweepsStaleTemporaries() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spool")
+        defer { dir.remove() }
         try FileManager.default.createDirectory(atPath: dir.path + "/tmp", withIntermediateDirectories: true)
         let dead = "2147483000-\(UUID().uuidString.lowercased())"
         let mine = "\(getpid())-\(UUID().uuidString.lowercased())"
@@ -180,8 +163,8 @@ struct SinkSpoolTests {
 
     @Test("names: templates render into one flat file name; / is stored as %2F")
     func names() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spool")
+        defer { dir.remove() }
         let sink = try makeSink(.init(root: dir.path, name: try NameTemplate("{uuid}/{name}")))
         try await sink.start()
         let id = UUID()
@@ -195,8 +178,8 @@ struct SinkSpoolTests {
 
     @Test("a name that is already in new/ is a conflict, never a replacement")
     func conflict() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-spool")
+        defer { dir.remove() }
         let sink = try makeSink(.init(root: dir.path, name: try NameTemplate("{name}")))
         try await sink.start()
         let pipeline = Pipeline(name: "spool", stages: [], sink: sink)

@@ -9,18 +9,6 @@ import Testing
 
 @testable import SinkTee
 
-private struct TempDirectory {
-    let path: String
-    init() {
-        path = FileManager.default.temporaryDirectory.path + "/sluice-tee-\(UUID().uuidString.prefix(8))"
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
-    func list(_ sub: String) -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: path + "/" + sub)) ?? []).sorted()
-    }
-}
-
 /// A two-phase sink kept in memory: fails after `failAfter` bytes, or reads slowly.
 /// A counter tasks share.
 private final class Count: Sendable {
@@ -104,8 +92,8 @@ private func spoolSink(_ root: String) throws -> any PreparingSink {
 struct SinkTeeTests {
     @Test("every branch stores every byte through its own stages; the receipt lists all locations")
     func fansOut() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-tee")
+        defer { dir.remove() }
         let memory = MemoryPreparingSink()
         let tee = TeeSink(branches: [
             .init(stages: [], sink: try spoolSink(dir.path + "/a")),
@@ -126,8 +114,8 @@ struct SinkTeeTests {
 
     @Test("a failing branch fails the upload and leaves nothing in the others")
     func allOrNothing() async throws {
-        let dir = TempDirectory()
-        defer { dir.cleanup() }
+        let dir = try TemporaryDirectory(prefix: "sluice-tee")
+        defer { dir.remove() }
         let failing = MemoryPreparingSink(failAfter: 50_000)
         let tee = TeeSink(branches: [
             .init(stages: [], sink: try spoolSink(dir.path + "/a")),

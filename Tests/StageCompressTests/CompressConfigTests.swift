@@ -9,7 +9,7 @@ import Testing
 struct CompressConfigTests {
     @Test("defaults: gzip, level 6, flush auto")
     func defaults() throws {
-        let pipelines = try buildPipelines("""
+        let pipelines = try testRegistry.buildPipelines("""
             pipelines:
               p:
                 stages:
@@ -27,7 +27,7 @@ struct CompressConfigTests {
 
     @Test("a level out of range is reported with file, line and key path")
     func badLevel() {
-        let message = configError("""
+        let message = testRegistry.configError("""
             pipelines:
               p:
                 stages:
@@ -41,7 +41,7 @@ struct CompressConfigTests {
 
     @Test("unknown keys and bad values are rejected")
     func unknownKey() {
-        let typo = configError("""
+        let typo = testRegistry.configError("""
             pipelines:
               p:
                 stages:
@@ -50,14 +50,14 @@ struct CompressConfigTests {
                 sink: { type: memory }
             """)
         #expect(typo.contains("test.yaml:5: pipelines.p.stages[0].levl: unknown key \"levl\" (did you mean \"level\"?)"), "\(typo)")
-        let format = configError("""
+        let format = testRegistry.configError("""
             pipelines:
               p:
                 stages: [{ type: compress, format: bzip2 }]
                 sink: { type: memory }
             """)
         #expect(format.contains("test.yaml:3: pipelines.p.stages[0].format: expected gzip, zlib or deflate, got \"bzip2\""), "\(format)")
-        let member = configError("""
+        let member = testRegistry.configError("""
             pipelines:
               p:
                 stages:

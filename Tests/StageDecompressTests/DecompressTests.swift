@@ -10,15 +10,15 @@ private func decompressPipeline(_ configuration: DecompressPlugin.Configuration,
 }
 
 /// `payload` compressed by real tools: gzip by `gzip`, zlib and deflate by Python.
-private func compressWithTools(_ payload: [UInt8], _ format: ZlibFormat, dir: TemporaryDirectory) throws -> [UInt8] {
+private func compressWithTools(_ payload: [UInt8], _ format: ZlibFormat, dir: TemporaryDirectory) async throws -> [UInt8] {
     let input = try dir.write(payload, to: "plain-\(UUID().uuidString)")
     let result: ToolResult
     switch format {
     case .gzip:
-        result = try runTool(["gzip", "-c", "-6", input])
+        result = try await runTool(["gzip", "-c", "-6", input])
     case .zlib, .deflate:
         let wbits = format == .zlib ? 15 : -15
-        result = try runTool([
+        result = try await runTool([
             "python3", "-c",
             "import zlib,sys; c=zlib.compressobj(6, zlib.DEFLATED, int(sys.argv[2])); sys.stdout.buffer.write(c.compress(open(sys.argv[1],'rb').read()) + c.flush())",
             input, "\(wbits)",
@@ -30,13 +30,13 @@ private func compressWithTools(_ payload: [UInt8], _ format: ZlibFormat, dir: Te
 
 @Suite("decompress", .timeLimit(.minutes(2)))
 struct DecompressTests {
-    static let payload = logText(bytes: 200_000) + pseudoRandomBytes(count: 30_000)
+    static let payload = logLikeText(bytes: 200_000) + pseudoRandomBytes(count: 30_000)
 
     @Test("decodes what gzip and Python's zlib wrote, across chunk sizes", arguments: ZlibFormat.allCases)
     func toolRoundTrip(format: ZlibFormat) async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let compressed = try compressWithTools(Self.payload, format, dir: dir)
+        let compressed = try await compressWithTools(Self.payload, format, dir: dir)
         for chunkSize in [1, 7, 4093, 1 << 20] {
             for configured in [DecompressFormat(rawValue: format.rawValue)!, .auto] {
                 let sink = InMemorySink()
@@ -52,8 +52,8 @@ struct DecompressTests {
     func multiMember() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let a = Array("first member\n".utf8), b = logText(bytes: 70_000)
-        let both = try compressWithTools(a, .gzip, dir: dir) + compressWithTools(b, .gzip, dir: dir)
+        let a = Array("first member\n".utf8), b = logLikeText(bytes: 70_000)
+        let both = try await compressWithTools(a, .gzip, dir: dir) + compressWithTools(b, .gzip, dir: dir)
         for chunkSize in [1, 10, 1 << 20] {
             let sink = InMemorySink()
             _ = try await decompressPipeline(.init(), sink: sink).process(.test(name: "m", bytes: both, chunkSize: chunkSize))
@@ -92,12 +92,12 @@ struct DecompressTests {
     func corruptInput() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let good = try compressWithTools(Self.payload, .gzip, dir: dir)
+        let good = try await compressWithTools(Self.payload, .gzip, dir: dir)
         var flipped = good
         flipped[good.count / 2] ^= 0x55
         var badCRC = good
         badCRC[good.count - 6] ^= 0x01
-        let zlibGood = try compressWithTools(Self.payload, .zlib, dir: dir)
+        let zlibGood = try await compressWithTools(Self.payload, .zlib, dir: dir)
         let cases: [(String, DecompressFormat, [UInt8])] = [
             ("flipped byte", .gzip, flipped),
             ("bad crc", .gzip, badCRC),
@@ -141,8 +141,8 @@ struct DecompressTests {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         // Lines of varied length, the last without its newline.
-        let text = logText(bytes: 120_000) + Array("last record without newline".utf8)
-        let compressed = try compressWithTools(text, .gzip, dir: dir)
+        let text = logLikeText(bytes: 120_000) + Array("last record without newline".utf8)
+        let compressed = try await compressWithTools(text, .gzip, dir: dir)
         for chunkSize in [7, 4093, 1 << 20] {
             let context = UploadContext(metadata: UploadMetadata(name: "r", listener: "t", mode: .records), pipeline: "t", logger: .init(label: "t"))
             let body = try await DecompressStage(.init()).apply(to: .bytes(compressed, chunkSize: chunkSize), context: context)
@@ -176,7 +176,7 @@ struct DecompressTests {
 struct DecompressConfigTests {
     @Test("keys decode; bad values and unknown keys are located")
     func config() throws {
-        let pipelines = try buildPipelines("""
+        let pipelines = try testRegistry.buildPipelines("""
             pipelines:
               p:
                 stages:
@@ -188,7 +188,7 @@ struct DecompressConfigTests {
         let stage = try #require(pipelines["p"]?.stages.first?.stage as? DecompressStage)
         #expect(stage.format == .auto)
         #expect(stage.maxOutputSize == .gibibytes(1))
-        let bad = configError("""
+        let bad = testRegistry.configError("""
             pipelines:
               p:
                 stages:
@@ -198,7 +198,7 @@ struct DecompressConfigTests {
                 sink: { type: memory }
             """)
         #expect(bad.contains("test.yaml:5: pipelines.p.stages[0].format: expected gzip, zlib, deflate or auto, got \"brotli\""), "\(bad)")
-        let unknown = configError("""
+        let unknown = testRegistry.configError("""
             pipelines:
               p:
                 stages:
@@ -207,7 +207,7 @@ struct DecompressConfigTests {
                 sink: { type: memory }
             """)
         #expect(unknown.contains("test.yaml:5: pipelines.p.stages[0].max_size: unknown key \"max_size\""), "\(unknown)")
-        let size = configError("""
+        let size = testRegistry.configError("""
             pipelines:
               p:
                 stages: [{ type: decompress, max_output_size: lots }]

@@ -29,7 +29,7 @@ private func hashStage(_ algorithm: DigestAlgorithm = .sha256, label: String? = 
 
 @Suite("hash", .timeLimit(.minutes(2)))
 struct HashTests {
-    static let payload = logText(bytes: 150_000) + pseudoRandomBytes(count: 70_000)
+    static let payload = logLikeText(bytes: 150_000) + pseudoRandomBytes(count: 70_000)
 
     @Test("digests match Python's hashlib and zlib.crc32 across chunk sizes", arguments: DigestAlgorithm.allCases)
     func matchesPython(algorithm: DigestAlgorithm) async throws {
@@ -39,12 +39,12 @@ struct HashTests {
         let expression = algorithm == .crc32
             ? "'%08x' % zlib.crc32(d)"
             : "hashlib.new('\(algorithm.rawValue)', d).hexdigest()"
-        let python = try runTool(["python3", "-c", "import sys,zlib,hashlib; d=open(sys.argv[1],'rb').read(); print(\(expression))", path])
+        let python = try await runTool(["python3", "-c", "import sys,zlib,hashlib; d=open(sys.argv[1],'rb').read(); print(\(expression))", path])
         #expect(python.status == 0, "\(python.stderr)")
         for chunkSize in [1, 7, 4093, 1 << 20] {
             let payload = chunkSize == 1 ? Array(Self.payload.prefix(20_000)) : Self.payload
             let expected = chunkSize == 1
-                ? try runTool(["python3", "-c", "import sys,zlib,hashlib; d=open(sys.argv[1],'rb').read()[:20000]; print(\(expression))", path]).text
+                ? try await runTool(["python3", "-c", "import sys,zlib,hashlib; d=open(sys.argv[1],'rb').read()[:20000]; print(\(expression))", path]).text
                 : python.text
             let sink = InMemorySink()
             let pipeline = Pipeline(name: "t", stages: [("hash", hashStage(algorithm))], sink: sink)
@@ -70,7 +70,7 @@ struct HashTests {
         defer { dir.remove() }
         let pipeline = Pipeline(name: "t", stages: [("hash", hashStage(sidecar: true))], sink: SidecarFileSink(root: dir.url.path))
         let receipt = try await pipeline.process(.test(name: "artifact.tar", bytes: Self.payload, chunkSize: 4093))
-        let check = try runTool(["sha256sum", "-c", "artifact.tar.sha256"], in: dir.url.path)
+        let check = try await runTool(["sha256sum", "-c", "artifact.tar.sha256"], in: dir.url.path)
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.text == "artifact.tar: OK")
         let line = try String(contentsOfFile: dir.path("artifact.tar.sha256"), encoding: .utf8)
@@ -157,7 +157,7 @@ struct HashTests {
 struct HashConfigTests {
     @Test("keys decode; only the first stage verifies")
     func decode() throws {
-        let pipelines = try buildPipelines("""
+        let pipelines = try testRegistry.buildPipelines("""
             pipelines:
               p:
                 stages:
@@ -183,7 +183,7 @@ struct HashConfigTests {
 
     @Test("bad values and unknown keys are located")
     func errors() {
-        let algorithm = configError("""
+        let algorithm = testRegistry.configError("""
             pipelines:
               p:
                 stages:
@@ -192,7 +192,7 @@ struct HashConfigTests {
                 sink: { type: memory }
             """)
         #expect(algorithm.contains("test.yaml:5: pipelines.p.stages[0].algorithm: expected one of sha256, sha1, md5, crc32, got \"sha512\""), "\(algorithm)")
-        let typo = configError("""
+        let typo = testRegistry.configError("""
             pipelines:
               p:
                 stages:
@@ -201,7 +201,7 @@ struct HashConfigTests {
                 sink: { type: memory }
             """)
         #expect(typo.contains("test.yaml:5: pipelines.p.stages[0].sidecars: unknown key \"sidecars\" (did you mean \"sidecar\"?)"), "\(typo)")
-        let flag = configError("""
+        let flag = testRegistry.configError("""
             pipelines:
               p:
                 stages: [{ type: hash, verify: maybe }]

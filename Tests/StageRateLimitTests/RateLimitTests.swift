@@ -155,7 +155,7 @@ struct RateLimitTests {
 struct RateLimitConfigTests {
     @Test("rate with or without /s; burst defaults to a tenth of a second")
     func decode() throws {
-        let pipelines = try buildPipelines("""
+        let pipelines = try testRegistry.buildPipelines("""
             pipelines:
               p:
                 stages:
@@ -178,7 +178,7 @@ struct RateLimitConfigTests {
 
     @Test("missing rate, bad values and unknown keys are located")
     func errors() {
-        let missing = configError("""
+        let missing = testRegistry.configError("""
             pipelines:
               p:
                 stages:
@@ -187,7 +187,7 @@ struct RateLimitConfigTests {
                 sink: { type: memory }
             """)
         #expect(missing.contains("test.yaml:4: pipelines.p.stages[0]: missing required key \"rate\""), "\(missing)")
-        let rate = configError("""
+        let rate = testRegistry.configError("""
             pipelines:
               p:
                 stages:
@@ -196,7 +196,7 @@ struct RateLimitConfigTests {
                 sink: { type: memory }
             """)
         #expect(rate.contains("test.yaml:5: pipelines.p.stages[0].rate: expected a size per second like \"10MiB\" or \"10MiB/s\", got \"fast\""), "\(rate)")
-        let scope = configError("""
+        let scope = testRegistry.configError("""
             pipelines:
               p:
                 stages:
@@ -206,7 +206,7 @@ struct RateLimitConfigTests {
                 sink: { type: memory }
             """)
         #expect(scope.contains("test.yaml:6: pipelines.p.stages[0].scope: expected upload, pipeline or listener, got \"global\""), "\(scope)")
-        let typo = configError("""
+        let typo = testRegistry.configError("""
             pipelines:
               p:
                 stages:

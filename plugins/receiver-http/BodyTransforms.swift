@@ -60,33 +60,6 @@ struct InflateTransform: ChunkTransform {
     }
 }
 
-/// Checks digests of the bytes as sent, below a decoding step (where the pipeline's
-/// own verification would see decoded bytes).
-struct RawDigestTransform: ChunkTransform {
-    let expected: [ExpectedDigest]
-    var computers: [DigestComputer]
-
-    init(expected: [ExpectedDigest]) {
-        self.expected = expected
-        self.computers = expected.map { $0.algorithm.makeComputer() }
-    }
-
-    mutating func process(_ chunk: ByteBuffer) -> ByteBuffer? {
-        for i in computers.indices { computers[i].update(chunk) }
-        return chunk
-    }
-
-    mutating func finish() throws -> ByteBuffer? {
-        for (digest, computer) in zip(expected, computers) {
-            let actual = computer.finalize()
-            guard actual == digest.bytes else {
-                throw SluiceError(.digestMismatch, "\(digest.algorithm) of the body as sent is \(Hex.encode(actual)) but \(digest.source) says \(Hex.encode(digest.bytes))")
-            }
-        }
-        return nil
-    }
-}
-
 /// Cuts a body on newline boundaries so every chunk holds whole records, as
 /// ``UploadMode/records`` requires.
 ///

@@ -231,7 +231,7 @@ struct RequestHandler: Sendable {
         if let encoding {
             // Client digests describe the bytes as sent: check them below the decoder.
             if !digests.isEmpty {
-                body = body.transformed { RawDigestTransform(expected: digests) }
+                body = body.verifying(digests, context: nil, subject: "the body as sent")
             }
             let maxDecoded = configuration.maxDecodedSize.bytes
             body = body.transformed { InflateTransform(format: encoding, maxOutput: maxDecoded) }

@@ -80,9 +80,7 @@ enum FileSystemCalls {
     }
 
     /// Closes `fd`, ignoring errors (used on failure paths, where the first error is the one to report).
-    static func closeQuietly(_ fd: Int32) {
-        _ = close(fd)
-    }
+    static func closeQuietly(_ fd: Int32) { SystemCalls.closeQuietly(fd) }
 
     /// Opens a directory for `*at` calls.
     static func openDirectory(_ path: String, what: String) throws -> Int32 {
@@ -142,9 +140,7 @@ enum FileSystemCalls {
     }
 
     /// Whether process `pid` exists (it may belong to another user).
-    static func processExists(_ pid: Int32) -> Bool {
-        kill(pid, 0) == 0 || errno == EPERM
-    }
+    static func processExists(_ pid: Int32) -> Bool { SystemCalls.processExists(pid) }
 }
 
 #if os(Linux)

@@ -14,7 +14,9 @@ import SluiceCore
 /// writes of whole chunks in one call, `ftruncate` back to a record boundary, and
 /// `fsync` of files and directories. Every function here blocks, so callers run
 /// them on a thread pool, never on the cooperative executor.
-enum Posix {
+/// The calls other sinks need too (`fsync`, `pwrite`, `mkdir -p`, listing) come from
+/// ``MappedSystemCalls`` in the core, with this sink's errno mapping.
+enum Posix: MappedSystemCalls {
     static func error(_ what: String, _ path: String, errno code: Int32 = errno) -> SluiceError {
         let message = "\(what) \(path): \(String(cString: strerror(code)))"
         switch code {
@@ -80,21 +82,6 @@ enum Posix {
         try buffer.withUnsafeReadableBytes { try writeAll(fd, $0, path: path) }
     }
 
-    /// Writes `buffer` at `offset` (for files without `O_APPEND`).
-    static func pwriteAll(_ fd: CInt, _ buffer: ByteBuffer, at offset: Int64, path: String) throws {
-        try buffer.withUnsafeReadableBytes { bytes in
-            var done = 0
-            while done < bytes.count {
-                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + Int64(done)))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw error("cannot write", path)
-                }
-                done += n
-            }
-        }
-    }
-
     /// Reads up to `count` bytes at `offset`; returns how many were read (0 at the end).
     static func readAt(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws -> Int {
         while true {
@@ -111,62 +98,13 @@ enum Posix {
         guard ftruncate(fd, off_t(size)) == 0 else { throw error("cannot truncate", path) }
     }
 
-    static func sync(_ fd: CInt, path: String) throws {
-        guard fsync(fd) == 0 else { throw error("cannot fsync", path) }
-    }
-
-    /// Makes renames and creations in `directory` durable.
-    static func syncDirectory(_ directory: String) throws {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw error("cannot open directory", directory) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw error("cannot fsync directory", directory) }
-    }
-
     static func move(_ from: String, to: String) throws {
         guard rename(from, to) == 0 else { throw error("cannot rename \(from) to", to) }
-    }
-
-    /// Removes `path`; a missing file is not an error.
-    static func remove(_ path: String) throws {
-        guard unlink(path) == 0 || errno == ENOENT else { throw error("cannot remove", path) }
-    }
-
-    /// Creates `path` and its missing parents.
-    static func makeDirectories(_ path: String) throws {
-        var current = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
-            current += "/" + component
-            if mkdir(current, 0o755) != 0, errno != EEXIST {
-                throw error("cannot create directory", current)
-            }
-        }
-    }
-
-    /// The names in `directory` (without `.` and `..`); empty if it does not exist.
-    static func list(_ directory: String) throws -> [String] {
-        guard let dir = opendir(directory) else {
-            if errno == ENOENT { return [] }
-            throw error("cannot list", directory)
-        }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-            }
-            if name != ".", name != ".." { names.append(name) }
-        }
-        return names
     }
 
     static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-    }
-
-    static func closeQuietly(_ fd: CInt) {
-        _ = close(fd)
     }
 }
 
@@ -177,10 +115,5 @@ extension Posix {
     /// birth time with `statx` on Linux).
     static func birthTime(of path: String) -> Date? {
         (try? FileManager.default.attributesOfItem(atPath: path))?[.creationDate] as? Date
-    }
-
-    /// Whether process `pid` is alive (or exists under another user).
-    static func processExists(_ pid: pid_t) -> Bool {
-        kill(pid, 0) == 0 || errno == EPERM
     }
 }
