@@ -532,7 +532,8 @@ class Bench:
             return int((p.stdout.split() or ["0"])[0])
 
         def run(server):
-            empty_dir(server.data)
+            # The data directory is emptied after each server stopped (below), never while one
+            # runs: removing a running sink's active file would lose what it writes next.
             cpu0 = server.cpu()
             sampler = RSSSampler(server.proc.pid)
             sampler.start()
@@ -554,8 +555,10 @@ class Bench:
             files = [p for p in server.data.rglob("*") if p.is_file() and not p.name.startswith(".")]
             report["lines_landed"] = sum(count_lines(p) for p in files)
             report["landed_wall_s"] = elapsed
+            empty_dir(server.data)
             return [("lines", server.name, report)]
 
+        empty_dir(data)
         candidates = []
         for config, label in (("lines-rotate.yaml", "sluice rotate"), ("lines-rotate-gzip.yaml", "sluice rotate gzip 1")):
             sl, why = self.sluice_server(label, config, free_port(), data)
