@@ -50,20 +50,9 @@ struct BinaryTests {
         let input = dir.path + "/payload.bin"
         _ = FileManager.default.createFile(atPath: input, contents: Data(payload))
 
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: executable)
-        server.arguments = ["serve", "--config", config]
-        server.standardOutput = try FileHandle(forWritingTo: touch(dir.path + "/stdout"))
-        server.standardError = try FileHandle(forWritingTo: touch(dir.path + "/stderr"))
-        try server.run()
+        let server = try await startSluice(executable, config: config, in: dir, log: "server")
         defer { if server.isRunning { server.terminate() } }
-
-        // Ready when it prints where it listens.
-        let deadline = ContinuousClock.now + .seconds(20)
-        while !(dir.text("stdout").contains("listening")), ContinuousClock.now < deadline, server.isRunning {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        #expect(dir.text("stdout").contains("127.0.0.1:\(port)"), "stdout: \(dir.text("stdout"))\nstderr: \(dir.text("stderr"))")
+        #expect(dir.text("server.out").contains("127.0.0.1:\(port)"), "stdout: \(dir.text("server.out"))\nstderr: \(dir.text("server.err"))")
 
         let (status, output) = try await run(["/usr/bin/env", "nc", "-N", "127.0.0.1", "\(port)"], stdin: input)
         #expect(status == 0)
@@ -76,7 +65,7 @@ struct BinaryTests {
         let exited = ContinuousClock.now + .seconds(15)
         while server.isRunning, ContinuousClock.now < exited { try await Task.sleep(for: .milliseconds(50)) }
         #expect(!server.isRunning)
-        #expect(server.terminationStatus == 0, "stderr: \(dir.text("stderr"))")
+        #expect(server.terminationStatus == 0, "stderr: \(dir.text("server.err"))")
         #expect(dir.temporaries(root: "data").isEmpty)
         #expect(dir.files(in: "data") == [r.location])
     }
@@ -136,21 +125,7 @@ struct BinaryTests {
         [th.start() for th in threads]; [th.join() for th in threads]
         """#.write(toFile: sender, atomically: true, encoding: .utf8)
 
-        func startServer(_ log: String) async throws -> Process {
-            let server = Process()
-            server.executableURL = URL(fileURLWithPath: executable)
-            server.arguments = ["serve", "--config", config]
-            server.standardOutput = try FileHandle(forWritingTo: touch(dir.path + "/\(log).out"))
-            server.standardError = try FileHandle(forWritingTo: touch(dir.path + "/\(log).err"))
-            try server.run()
-            let deadline = ContinuousClock.now + .seconds(20)
-            while !dir.text("\(log).out").contains("listening"), ContinuousClock.now < deadline, server.isRunning {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            return server
-        }
-
-        let first = try await startServer("first")
+        let first = try await startSluice(executable, config: config, in: dir, log: "first")
         let burst = Process()
         burst.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         burst.arguments = [sender, "\(port)", dir.path + "/acked", "1000", "a"]
@@ -167,7 +142,7 @@ struct BinaryTests {
         #expect(acknowledged.count >= 40)
 
         // Restart: the sink repairs the active file; new lines follow whole records.
-        let second = try await startServer("second")
+        let second = try await startSluice(executable, config: config, in: dir, log: "second")
         let more = Process()
         more.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         more.arguments = [sender, "\(port)", dir.path + "/acked2", "2", "b"]
@@ -214,6 +189,22 @@ extension Scratch {
     func text(_ relative: String) -> String {
         String(decoding: contents(relative) ?? [], as: UTF8.self)
     }
+}
+
+/// Starts `sluice serve --config config`, stdout/stderr to `<log>.out`/`<log>.err` in `dir`,
+/// and returns once it printed where it listens (or after 20 s, or if it exited).
+private func startSluice(_ executable: String, config: String, in dir: Scratch, log: String) async throws -> Process {
+    let server = Process()
+    server.executableURL = URL(fileURLWithPath: executable)
+    server.arguments = ["serve", "--config", config]
+    server.standardOutput = try FileHandle(forWritingTo: touch(dir.path + "/\(log).out"))
+    server.standardError = try FileHandle(forWritingTo: touch(dir.path + "/\(log).err"))
+    try server.run()
+    let deadline = ContinuousClock.now + .seconds(20)
+    while !dir.text("\(log).out").contains("listening"), ContinuousClock.now < deadline, server.isRunning {
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    return server
 }
 
 private func touch(_ path: String) -> URL {
