@@ -49,7 +49,9 @@ struct GeneratorTests {
             let report = try await LoadGenerator.run(config)
             #expect(report.uploadsOK > 3)
             #expect(report.uploadsFailed == 0)
-            #expect(report.wallSeconds >= 0.3 && report.wallSeconds < 5)
+            // The run stops on its own: the upper bound only catches a run that ignores its duration
+            // (tests share two cores, so it is far from the 0.3 s asked for).
+            #expect(report.wallSeconds >= 0.3 && report.wallSeconds < 60)
         }
     }
 
@@ -105,8 +107,9 @@ struct GeneratorTests {
             )
             let report = try await LoadGenerator.run(config)
             #expect(report.uploadsOK == 1)
-            // 40 kB at 50 kB/s with a 5 kB head start: about 0.7 s.
-            #expect(report.latency.maxMs > 600 && report.latency.maxMs < 2000)
+            // 40 kB at 50 kB/s with a 5 kB head start: about 0.7 s. Unpaced it takes milliseconds; the
+            // upper bound is loose because the tests share two cores.
+            #expect(report.latency.maxMs > 600 && report.latency.maxMs < 20_000)
         }
     }
 
