@@ -85,29 +85,32 @@ public struct Pipeline: Sendable {
             )
             let elapsed = ContinuousClock.now - started
             metrics.record(outcome: "stored", received: receipt.bytesReceived, stored: receipt.bytesStored, elapsed: elapsed, meter: meter)
-            var line = context.logger
-            line[metadataKey: "bytes"] = "\(receipt.bytesReceived)"
-            line[metadataKey: "stored"] = "\(receipt.bytesStored)"
-            line[metadataKey: "location"] = "\(receipt.location)"
-            line[metadataKey: "ms"] = "\(Self.milliseconds(elapsed))"
-            for (label, hex) in digests { line[metadataKey: label] = "\(hex)" }
-            if let remote = upload.metadata.remoteAddress { line[metadataKey: "remote"] = "\(remote)" }
-            line.info("upload stored")
+            // Metadata passed with the call is built only when the line is logged.
+            logger.info("upload stored", metadata: {
+                var line = UploadContext.logMetadata(upload.metadata)
+                line["bytes"] = "\(receipt.bytesReceived)"
+                line["stored"] = "\(receipt.bytesStored)"
+                line["location"] = "\(receipt.location)"
+                line["ms"] = "\(Self.milliseconds(elapsed))"
+                for (label, hex) in digests { line[label] = "\(hex)" }
+                if let remote = upload.metadata.remoteAddress { line["remote"] = "\(remote)" }
+                return line
+            }())
             return receipt
         } catch {
             let failure = SluiceError.from(error)
             let elapsed = ContinuousClock.now - started
             metrics.record(outcome: failure.code.rawValue, received: context.bytesReceived, stored: 0, elapsed: elapsed, meter: meter)
-            var line = context.logger
-            line[metadataKey: "bytes"] = "\(context.bytesReceived)"
-            line[metadataKey: "code"] = "\(failure.code.rawValue)"
-            line[metadataKey: "ms"] = "\(Self.milliseconds(elapsed))"
-            if let remote = upload.metadata.remoteAddress { line[metadataKey: "remote"] = "\(remote)" }
+            var line = UploadContext.logMetadata(upload.metadata)
+            line["bytes"] = "\(context.bytesReceived)"
+            line["code"] = "\(failure.code.rawValue)"
+            line["ms"] = "\(Self.milliseconds(elapsed))"
+            if let remote = upload.metadata.remoteAddress { line["remote"] = "\(remote)" }
             switch failure.code {
             case .internal, .upstreamFailed, .insufficientStorage:
-                line.error("upload failed: \(failure.message)")
+                logger.error("upload failed: \(failure.message)", metadata: line)
             default:
-                line.warning("upload rejected: \(failure.message)")
+                logger.warning("upload rejected: \(failure.message)", metadata: line)
             }
             throw failure
         }

@@ -11,8 +11,29 @@ public final class UploadContext: Sendable {
     public let metadata: UploadMetadata
     /// The pipeline processing the upload.
     public let pipeline: String
-    /// A logger with the upload's id, name and listener attached.
-    public let logger: Logger
+    /// A logger with the upload's id, name and listener attached (made on first use:
+    /// attaching metadata costs, and most uploads never log through it).
+    public var logger: Logger {
+        attachedLogger.withLock { attached in
+            if let attached { return attached }
+            var logger = baseLogger
+            logger.handler.metadata.merge(Self.logMetadata(metadata)) { _, new in new }
+            attached = logger
+            return logger
+        }
+    }
+    /// The logger the pipeline passed, without the upload's metadata.
+    let baseLogger: Logger
+    private let attachedLogger = Mutex<Logger?>(nil)
+
+    /// The upload's id, name and listener as log metadata.
+    static func logMetadata(_ metadata: UploadMetadata) -> Logger.Metadata {
+        [
+            "upload": "\(metadata.id.uuidString.prefix(8))",
+            "name": "\(metadata.name)",
+            "listener": "\(metadata.listener)",
+        ]
+    }
 
     private struct Facts {
         var digests: [(label: String, algorithm: DigestAlgorithm, hex: String)] = []
@@ -24,11 +45,7 @@ public final class UploadContext: Sendable {
     public init(metadata: UploadMetadata, pipeline: String, logger: Logger) {
         self.metadata = metadata
         self.pipeline = pipeline
-        var logger = logger
-        logger[metadataKey: "upload"] = "\(metadata.id.uuidString.prefix(8))"
-        logger[metadataKey: "name"] = "\(metadata.name)"
-        logger[metadataKey: "listener"] = "\(metadata.listener)"
-        self.logger = logger
+        self.baseLogger = logger
     }
 
     /// Records a digest under `label` (for example `sha256`, or `stored_sha256`).

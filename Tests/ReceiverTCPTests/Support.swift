@@ -201,6 +201,8 @@ struct TestServer {
             sink:
               type: disk
               root: \(scratch.path)/root
+              # The tests see that an upload started by its temporary file appearing.
+              memory_buffer: 0
         \(indent(sink, 6))
         """
         let logs = LogCapture()

@@ -52,9 +52,10 @@ func context(name: String, mode: UploadMode = .object) -> UploadContext {
 }
 
 func sink(_ root: String, name: String = "{name}", onConflict: DiskSinkPlugin.ConflictPolicy = .fail,
-          fsync: Bool = false, createDirectories: Bool = true, fileMode: UInt32? = nil) throws -> DiskSink {
+          fsync: Bool = false, createDirectories: Bool = true, fileMode: UInt32? = nil,
+          memoryBuffer: ByteSize = DiskSinkPlugin.Configuration.defaultMemoryBuffer) throws -> DiskSink {
     DiskSink(configuration: .init(root: root, name: try NameTemplate(name), fsync: fsync, onConflict: onConflict,
-                                  createDirectories: createDirectories, fileMode: fileMode))
+                                  createDirectories: createDirectories, fileMode: fileMode, memoryBuffer: memoryBuffer))
 }
 
 func code(of body: () async throws -> some Any) async -> SluiceError.Code? {
@@ -120,6 +121,65 @@ struct DiskSinkTests {
         try await Task.sleep(for: .milliseconds(100))
         task.cancel()
         let result = await code { try await task.value }
+        #expect(result == .clientAborted)
+        #expect(dir.files().isEmpty)
+    }
+
+    @Test("memory_buffer: an upload holds no temporary file until it outgrows the buffer, then streams into one")
+    func memoryBuffer() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path, memoryBuffer: .kibibytes(16))
+        try await disk.start()
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        let task = Task { try await disk.store(UploadBody(stream), context: context(name: "grows")) }
+        let first = pseudoRandomBytes(count: 10_000, seed: 1)
+        continuation.yield(ByteBuffer(bytes: first))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(dir.temporaries().isEmpty, "a file was opened for 10,000 bytes with a 16 KiB buffer")
+        let second = pseudoRandomBytes(count: 10_000, seed: 2)
+        continuation.yield(ByteBuffer(bytes: second))
+        // Past the buffer: the temporary file appears while the upload is still open.
+        var opened = false
+        for _ in 0..<100 where !opened {
+            try await Task.sleep(for: .milliseconds(20))
+            opened = dir.temporaries().count == 1
+        }
+        #expect(opened)
+        continuation.finish()
+        let receipt = try await task.value
+        #expect(receipt.bytesStored == 20_000)
+        #expect(dir.contents("grows") == first + second)
+        #expect(dir.temporaries().isEmpty)
+    }
+
+    @Test("memory_buffer: 0 opens the temporary file at the first byte")
+    func memoryBufferZero() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path, memoryBuffer: ByteSize(0))
+        try await disk.start()
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        let task = Task { try await disk.store(UploadBody(stream), context: context(name: "direct")) }
+        continuation.yield(ByteBuffer(string: "x"))
+        var opened = false
+        for _ in 0..<100 where !opened {
+            try await Task.sleep(for: .milliseconds(20))
+            opened = dir.temporaries().count == 1
+        }
+        #expect(opened)
+        continuation.finish()
+        _ = try await task.value
+        #expect(dir.contents("direct") == Array("x".utf8))
+    }
+
+    @Test("a small body that fails within memory_buffer leaves nothing")
+    func failingSmallBody() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        let result = await code { try await disk.store(.failing(after: Array(repeating: 7, count: 100)), context: context(name: "broken")) }
         #expect(result == .clientAborted)
         #expect(dir.files().isEmpty)
     }
@@ -357,6 +417,7 @@ struct DiskSinkTests {
             ("      type: disk\n      root: /x\n      name: \"{nope}\"\n", "unknown placeholder {nope}"),
             ("      type: disk\n      root: /x\n      file_mode: rw\n", "expected an octal mode"),
             ("      type: disk\n      root: /x\n      fsync: maybe\n", "expected true or false"),
+            ("      type: disk\n      root: /x\n      memory_buffer: 1GiB\n", "memory_buffer: must be at most 16MiB"),
             ("      type: disk\n      root: /x\n      roots: /y\n", "unknown key \"roots\""),
         ]
         for (yaml, message) in cases {

@@ -56,7 +56,12 @@ struct UploadChannel: HTTPChannelHandler {
     }
 
     func handle(value asyncChannel: Value, logger: Logger) async {
-        await handleHTTP(asyncChannel: asyncChannel, logger: logger)
+        // The connection's requests run on its event loop: reading a body part and
+        // consuming it happen on one thread, with no hop to the cooperative pool and
+        // back for every chunk and every response.
+        await withTaskExecutorPreference(EventLoopTaskExecutor(asyncChannel.channel.eventLoop)) {
+            await handleHTTP(asyncChannel: asyncChannel, logger: logger)
+        }
     }
 }
 

@@ -87,35 +87,75 @@ public struct DiskSink: PreparingSink {
         let template = configuration.name
         // Without digest placeholders the name is known now: refuse a bad one before reading the body.
         let usesDigests = !template.usedPlaceholders.isDisjoint(with: DigestAlgorithm.allCases.map(\.rawValue))
-        var name = usesDigests ? nil : try checkedName(context)
+        let name = usesDigests ? nil : try checkedName(context)
+        let memoryBuffer = Int(clamping: configuration.memoryBuffer.bytes)
+
+        // Gather the start of the body in memory: an upload that ends within
+        // `memory_buffer` is written with one create-write-close on the disk pool, and
+        // holds no file descriptor while it arrives (a slow sender costs a socket only).
+        var chunks = body.makeAsyncIterator()
+        var gathered = ByteBuffer()
+        var overflow: ByteBuffer?
+        do {
+            while let chunk = try await chunks.next() {
+                if gathered.readableBytes + chunk.readableBytes > memoryBuffer {
+                    overflow = chunk
+                    break
+                }
+                gathered.writeImmutableBuffer(chunk)
+            }
+            if overflow == nil {
+                // Some sequences end quietly when their consumer is cancelled: that is not a complete upload.
+                try Task.checkCancellation()
+                let temp = try await TempFile.createWritten(in: tempDirectory, mode: configuration.fileMode, bytes: gathered, sync: configuration.fsync)
+                return try prepared(temp, bytes: Int64(gathered.readableBytes), name: name, context: context)
+            }
+        } catch {
+            throw SluiceError.from(error)
+        }
 
         let temp = try await TempFile.create(in: tempDirectory, mode: configuration.fileMode)
         var writer = PipelinedWriter(temp: temp)
         var open = true
         do {
-            for try await chunk in body {
+            try await writer.append(gathered)
+            if let overflow { try await writer.append(overflow) }
+            while let chunk = try await chunks.next() {
                 try await writer.append(chunk)
             }
-            // Some sequences end quietly when their consumer is cancelled: that is not a complete upload.
             try Task.checkCancellation()
             try await writer.finish()
             let written = writer.written
             open = false
             try await temp.finish(sync: configuration.fsync)
-            if name == nil { name = try checkedName(context) }
-            return PreparedDiskFile(
-                sink: self,
-                temp: temp,
-                name: name!,
-                bytes: written,
-                sidecars: context.sidecars.map { ($0.algorithm.rawValue, $0.hex) }
-            )
+            return try prepared(temp, bytes: written, name: name, context: context)
         } catch {
             // A write still running must end before its descriptor is closed.
             await writer.settle()
             await temp.discard(closing: open)
             throw SluiceError.from(error)
         }
+    }
+
+    /// The written temporary file as a prepared object; removes the file if the name
+    /// (rendered now when it uses digests) is refused.
+    private func prepared(_ temp: TempFile, bytes: Int64, name known: String?, context: UploadContext) throws -> PreparedDiskFile {
+        let name: String
+        do {
+            name = try known ?? checkedName(context)
+        } catch {
+            // The file is closed; the commit that would have moved it will not happen.
+            unlink(temp.path)
+            InFlightTemporaries.remove(temp.path)
+            throw error
+        }
+        return PreparedDiskFile(
+            sink: self,
+            temp: temp,
+            name: name,
+            bytes: bytes,
+            sidecars: context.sidecars.map { ($0.algorithm.rawValue, $0.hex) }
+        )
     }
 
     private func checkedName(_ context: UploadContext) throws -> String {
@@ -143,19 +183,7 @@ struct TempFile: Sendable {
         }
         InFlightTemporaries.insert(path)
         do {
-            let fd = try await FileSystemCalls.run { () throws -> Int32 in
-                let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
-                guard fd >= 0 else {
-                    throw FileSystemCalls.failure("create a temporary file in", DiskSink.tempDirectoryName, errno)
-                }
-                if let mode, fchmod(fd, mode_t(mode)) != 0 {
-                    let code = errno
-                    FileSystemCalls.closeQuietly(fd)
-                    unlink(path)
-                    throw FileSystemCalls.failure("set the mode of", DiskSink.tempDirectoryName + "/" + name, code)
-                }
-                return fd
-            }
+            let fd = try await FileSystemCalls.run { try openNew(path, name: name, mode: mode) }
             return TempFile(fd: fd, path: path, name: name)
         } catch {
             InFlightTemporaries.remove(path)
@@ -164,11 +192,65 @@ struct TempFile: Sendable {
         }
     }
 
+    /// Creates a temporary file holding `bytes`, optionally fsynced, and closes it: one
+    /// trip to the disk pool for an upload that fit in memory. The returned file's
+    /// descriptor is closed (`fd` is -1).
+    static func createWritten(in directory: String, mode: UInt32?, bytes: ByteBuffer, sync: Bool) async throws -> TempFile {
+        let name = "\(getpid())-\(UUID.systemRandom().uuidString.lowercased())\(DiskSink.tempSuffix)"
+        let path = directory + "/" + name
+        // The descriptor is held only for the length of this call, but the limit still applies.
+        guard FileDescriptorBudget.shared.tryAcquire() else {
+            throw SluiceError(.overloaded, "too many open files: no descriptor to spare for a temporary file")
+        }
+        defer { FileDescriptorBudget.shared.release() }
+        InFlightTemporaries.insert(path)
+        do {
+            try await FileSystemCalls.run(syncs: sync) {
+                let fd = try openNew(path, name: name, mode: mode)
+                do {
+                    try FileSystemCalls.writeAll(fd: fd, bytes, what: "the temporary file")
+                    if sync, fsync(fd) != 0 {
+                        throw FileSystemCalls.failure("fsync", "the temporary file", errno)
+                    }
+                } catch {
+                    FileSystemCalls.closeQuietly(fd)
+                    unlink(path)
+                    throw error
+                }
+                // close(2) can report a deferred write error (NFS, quotas).
+                if close(fd) != 0, errno != EINTR {
+                    let code = errno
+                    unlink(path)
+                    throw FileSystemCalls.failure("close", "the temporary file", code)
+                }
+            }
+            return TempFile(fd: -1, path: path, name: name)
+        } catch {
+            InFlightTemporaries.remove(path)
+            throw error
+        }
+    }
+
+    /// Creates and opens `path` for writing (it must not exist) with `mode` applied.
+    private static func openNew(_ path: String, name: String, mode: UInt32?) throws -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
+        guard fd >= 0 else {
+            throw FileSystemCalls.failure("create a temporary file in", DiskSink.tempDirectoryName, errno)
+        }
+        if let mode, fchmod(fd, mode_t(mode)) != 0 {
+            let code = errno
+            FileSystemCalls.closeQuietly(fd)
+            unlink(path)
+            throw FileSystemCalls.failure("set the mode of", DiskSink.tempDirectoryName + "/" + name, code)
+        }
+        return fd
+    }
+
     /// Flushes (optionally fsyncs) and closes the file. The descriptor is closed even when this throws.
     func finish(sync: Bool) async throws {
         let fd = self.fd
         defer { FileDescriptorBudget.shared.release() }
-        try await FileSystemCalls.run {
+        try await FileSystemCalls.run(syncs: sync) {
             if sync, fsync(fd) != 0 {
                 let code = errno
                 FileSystemCalls.closeQuietly(fd)

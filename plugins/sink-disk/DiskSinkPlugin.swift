@@ -20,6 +20,10 @@ import SluiceCore
 ///   rendered name needs; when `false`, a missing directory refuses the upload.
 /// - `file_mode` (octal string, default none): permissions of stored files, such as
 ///   `"0640"`; without it files get `0666` minus the process umask.
+/// - `memory_buffer` (size, default `64KiB`): an upload is gathered in memory up to
+///   this size; one that ends within it is written with a single create-write-close,
+///   and holds no file descriptor while it arrives. Larger uploads stream into their
+///   temporary file from there on. `0` opens the file at the first byte.
 ///
 /// ```yaml
 /// sink:
@@ -42,6 +46,8 @@ public enum DiskSinkPlugin: SinkPlugin {
                   "When the name exists: refuse the upload (conflict, HTTP 409), replace the file atomically, or store as name-1.ext, name-2.ext…"),
         ConfigKey("create_directories", "bool", default: "\(Configuration.defaultCreateDirectories)", "Create the subdirectories a rendered name needs; when false a missing directory refuses the upload."),
         ConfigKey("file_mode", "octal string", default: "none", "Permissions of stored files, such as \"0640\"; without it 0666 minus the umask."),
+        ConfigKey("memory_buffer", "size", default: "\(Configuration.defaultMemoryBuffer)",
+                  "Uploads are gathered in memory up to this size: one that ends within it is written with a single create-write-close and holds no file descriptor while it arrives; larger ones stream into a temporary file. 0 opens the file at the first byte."),
     ]
 
     /// What to do when the rendered name already exists.
@@ -72,6 +78,9 @@ public enum DiskSinkPlugin: SinkPlugin {
         public static let defaultFsync = false
         public static let defaultOnConflict = ConflictPolicy.fail
         public static let defaultCreateDirectories = true
+        public static let defaultMemoryBuffer = ByteSize.kibibytes(64)
+        /// Larger values would hold too much per upload in memory.
+        public static let maxMemoryBuffer = ByteSize.mebibytes(16)
 
         public var root: String
         public var name: NameTemplate
@@ -80,6 +89,8 @@ public enum DiskSinkPlugin: SinkPlugin {
         public var createDirectories: Bool
         /// Permission bits for stored files, or `nil` for `0666` minus the umask.
         public var fileMode: UInt32?
+        /// How much of an upload is gathered in memory before its temporary file is opened.
+        public var memoryBuffer: ByteSize
 
         public init(
             root: String,
@@ -87,7 +98,8 @@ public enum DiskSinkPlugin: SinkPlugin {
             fsync: Bool = Configuration.defaultFsync,
             onConflict: ConflictPolicy = Configuration.defaultOnConflict,
             createDirectories: Bool = Configuration.defaultCreateDirectories,
-            fileMode: UInt32? = nil
+            fileMode: UInt32? = nil,
+            memoryBuffer: ByteSize = Configuration.defaultMemoryBuffer
         ) {
             self.root = root
             self.name = name
@@ -95,6 +107,7 @@ public enum DiskSinkPlugin: SinkPlugin {
             self.onConflict = onConflict
             self.createDirectories = createDirectories
             self.fileMode = fileMode
+            self.memoryBuffer = memoryBuffer
         }
 
         enum CodingKeys: String, CodingKey {
@@ -102,6 +115,7 @@ public enum DiskSinkPlugin: SinkPlugin {
             case onConflict = "on_conflict"
             case createDirectories = "create_directories"
             case fileMode = "file_mode"
+            case memoryBuffer = "memory_buffer"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -123,6 +137,10 @@ public enum DiskSinkPlugin: SinkPlugin {
                 self.fileMode = mode
             } else {
                 self.fileMode = nil
+            }
+            self.memoryBuffer = try c.decode(ByteSize.self, forKey: .memoryBuffer, default: Self.defaultMemoryBuffer)
+            guard memoryBuffer.bytes <= Self.maxMemoryBuffer.bytes else {
+                throw decoder.configIssue("memory_buffer", "must be at most \(Self.maxMemoryBuffer), got \(memoryBuffer)")
             }
         }
 

@@ -31,7 +31,7 @@ struct PreparedDiskFile: PreparedObject {
             fileMode: sink.configuration.fileMode,
             sidecars: sidecars
         )
-        let location = try await FileSystemCalls.run { try placement.place() }
+        let location = try await FileSystemCalls.run(syncs: placement.fsync) { try placement.place() }
         InFlightTemporaries.remove(temp.path)
         return SinkReceipt(location: location, bytesStored: bytes)
     }
