@@ -54,6 +54,7 @@ struct Serve: AsyncParsableCommand {
             print(DefaultConfig.yaml, terminator: "")
             return
         }
+        MemoryTuning.apply()
         let loaded: LoadedConfig
         do {
             loaded = try loadConfig(config)

@@ -21,17 +21,26 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
     /// When the oldest unanswered read was requested; `nil` when no read is waiting.
     private var waitingSince: NIODeadline?
     private var timer: Scheduled<Void>?
+    /// When the last chunk went to the pipeline, and its size; `nil` until the next read is asked for.
+    private var delivered: (at: NIODeadline, bytes: Int)?
+    private let pace: ReadPace?
 
     /// - Parameters:
     ///   - timeout: The idle timeout.
     ///   - firstData: Succeeds with `true` at the first byte, `false` if the input ends
     ///     before any byte; fails if the connection fails first.
-    init(timeout: TimeAmount, firstData: EventLoopPromise<Bool>) {
+    ///   - pace: Told whether the pipeline takes chunks slowly (see ``ReadPace``).
+    init(timeout: TimeAmount, firstData: EventLoopPromise<Bool>, pace: ReadPace? = nil) {
         self.timeout = timeout
         self.firstData = firstData
+        self.pace = pace
     }
 
     func read(context: ChannelHandlerContext) {
+        if let pace, let last = delivered {
+            pace.taken(bytes: last.bytes, after: NIODeadline.now() - last.at)
+            delivered = nil
+        }
         if waitingSince == nil {
             waitingSince = .now()
             if timer == nil { schedule(in: timeout, context: context) }
@@ -41,6 +50,7 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         waitingSince = nil
+        if pace != nil { delivered = (.now(), unwrapInboundIn(data).readableBytes) }
         if !settled, unwrapInboundIn(data).readableBytes > 0 {
             settle(.success(true))
         }

@@ -33,7 +33,9 @@ public struct TCPReceiver: Receiver {
     /// and a high mark of 2 (which was ~30% cheaper in CPU per GiB). 256 uploads held
     /// back by a 50 MB/s `rate_limit` (bench/tcp-disk/bench.py slow), with the disk
     /// sink's pipelined writes: 121 MiB with 128 KiB reads, 81 MiB with 64 KiB reads,
-    /// which cost ~25% more CPU per GiB.
+    /// which cost ~25% more CPU per GiB. Reads are now also capped by the pipeline's
+    /// pace (``ReadPace``): the same slow-sink run holds ~70 MiB steady with 128 KiB
+    /// reads for fast uploads.
     static let lowWatermark = 1
     static let highWatermark = 1
     /// Read sizes adapt between these bounds: a trickling connection keeps a small
@@ -41,6 +43,7 @@ public struct TCPReceiver: Receiver {
     static let minimumReadSize = 512
     static let initialReadSize = 512
     static let maximumReadSize = 128 * 1024
+    static let readSizes = AdaptiveRecvByteBufferAllocator(minimum: minimumReadSize, initial: initialReadSize, maximum: maximumReadSize)
     /// Reads per readiness event: each may leave a buffer in the channel's pool.
     static let readsPerWakeup: UInt = 1
     static let acceptBacklog: Int32 = 4096
@@ -85,14 +88,13 @@ public struct TCPReceiver: Receiver {
             // The client half-closes to end its upload; the receipt goes back on the open half.
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.maxMessagesPerRead, value: Self.readsPerWakeup)
-            .childChannelOption(
-                .recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: Self.minimumReadSize, initial: Self.initialReadSize, maximum: Self.maximumReadSize)
-            )
             .bind(host: configuration.listen.host, port: configuration.listen.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let firstData = channel.eventLoop.makePromise(of: Bool.self)
-                    try channel.pipeline.syncOperations.addHandler(ConnectionWatchdog(timeout: idleTimeout, firstData: firstData))
+                    // Reads shrink while the pipeline holds back (see ReadPace).
+                    let pace = ReadPace()
+                    try channel.syncOptions?.setOption(.recvAllocator, value: PacedRecvAllocator(adaptive: Self.readSizes, pace: pace))
+                    try channel.pipeline.syncOperations.addHandler(ConnectionWatchdog(timeout: idleTimeout, firstData: firstData, pace: pace))
                     let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(

@@ -22,41 +22,42 @@ enum FileSystemCalls {
     /// cooperative pool or the event loops, nor queue behind other users of NIO's
     /// singleton pool. Started on first use.
     ///
-    /// Calls that never fsync (create, write, close, rename) go to a pool of one thread
-    /// per core: they take microseconds, and more threads only contend for the same
-    /// directory locks (measured, 4 KiB uploads over HTTP keep-alive on 2 cores: 2
-    /// threads ~12,000 uploads/s, 4 threads ~10,000, 16 threads ~10,000 with more CPU
-    /// spent switching). Calls that fsync take milliseconds and gain from running many
-    /// at once (the file system groups their journal commits): they have a pool of 16.
+    /// Two pools. Creates, closes and renames of files that are not fsynced take
+    /// microseconds and contend for the same directory locks: one thread per core
+    /// (measured, 4 KiB uploads over HTTP keep-alive on 2 cores: ~12,000 uploads/s with
+    /// 2 threads, ~10,000 with 16, which spend the difference switching and spinning on
+    /// the directory's lock). Writes and fsyncs can take milliseconds and gain from
+    /// running side by side (the file system groups journal commits; 256 uploads' writes
+    /// queued on 2 threads held ~130 MiB more in pending buffers): 16 threads.
     static let pool: NIOThreadPool = {
         let pool = NIOThreadPool(numberOfThreads: threadCount)
         pool.start()
         return pool
     }()
     static let threadCount = max(2, System.coreCount)
-    static let syncPool: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: syncThreadCount)
+    static let ioPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: ioThreadCount)
         pool.start()
         return pool
     }()
-    static let syncThreadCount = 16
+    static let ioThreadCount = 16
 
-    /// Runs `body` on the disk pool (the fsync pool when `syncs`), and always runs it:
+    /// Runs `body` on the disk pool (the I/O pool when it `syncs`), and always runs it:
     /// the future-based API is used on purpose, because the async one drops queued work
     /// when the calling task is cancelled, and the cleanup that runs after a cancellation
     /// (close, unlink) and commits (renames) must not be dropped. The result arrives on
     /// the caller's event loop when it runs on one (no further hop to resume it).
     static func run<T: Sendable>(syncs: Bool = false, _ body: @escaping @Sendable () throws -> T) async throws -> T {
         let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
-        return try await (syncs ? syncPool : pool).runIfActive(eventLoop: eventLoop, body).get()
+        return try await (syncs ? ioPool : pool).runIfActive(eventLoop: eventLoop, body).get()
     }
 
-    /// Starts `body` on the disk pool and returns at once; it always runs (see ``run(_:)``).
+    /// Starts `body` (a write) on the I/O pool and returns at once; it always runs (see ``run(_:)``).
     /// The result arrives on the caller's event loop when it runs on one (a receiver may
     /// run uploads there): no further hop to resume it.
     static func submit(_ body: @escaping @Sendable () throws -> Void) -> EventLoopFuture<Void> {
         let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
-        return pool.runIfActive(eventLoop: eventLoop, body)
+        return ioPool.runIfActive(eventLoop: eventLoop, body)
     }
 
     static func message(_ code: Int32) -> String {
