@@ -1,5 +1,5 @@
 import Foundation
-import SluiceRuntime
+import SluiceCore
 import Testing
 
 @Suite("memory tuning")

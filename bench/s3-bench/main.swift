@@ -45,6 +45,8 @@ struct RepeatingBody: AsyncSequence, Sendable {
     }
 }
 
+// As `sluice serve` does: the figures should be the server's.
+MemoryTuning.apply()
 let env = ProcessInfo.processInfo.environment
 guard let endpoint = env["S3_ENDPOINT"] else {
     FileHandle.standardError.write(Data("set S3_ENDPOINT (eval \"$(scripts/s3-server.sh start)\")\n".utf8))

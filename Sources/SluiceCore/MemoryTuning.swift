@@ -15,6 +15,7 @@ import Glibc
 ///
 /// `sluice serve` applies this at start unless the operator set glibc's own
 /// variables (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), which then win.
+/// A program embedding Sluice as a library may call ``apply()`` first thing in `main`.
 public enum MemoryTuning {
     public static let mmapThreshold: Int32 = 16 << 20
     public static let trimThreshold: Int32 = 64 << 20
