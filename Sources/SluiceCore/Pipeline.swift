@@ -54,66 +54,84 @@ public struct Pipeline: Sendable {
     /// - Returns: The receipt, once the sink committed.
     /// - Throws: ``SluiceError`` describing why nothing was committed.
     public func process(_ upload: Upload) async throws -> Receipt {
-        let started = ContinuousClock.now
-        let context = UploadContext(metadata: upload.metadata, pipeline: name, logger: logger)
-        let meter = StageMeter(count: stages.count + 1)
+        // The async part holds only what it must across its suspensions (the run's
+        // state is one reference): every connection keeps this frame for the whole of
+        // its upload, so its size is memory per held connection. The work before and
+        // after the streaming is synchronous and leaves nothing in the frame.
+        let run = UploadRun(upload.metadata, pipeline: self)
+        do {
+            var body = prepareBody(upload.body, run: run)
+            for (i, entry) in stages.enumerated() {
+                body = try await entry.stage.apply(to: body, context: run.context)
+                body = run.meter.wrap(body, index: i + 1)
+            }
+            return committed(try await sink.store(body, context: run.context), run: run)
+        } catch {
+            throw failed(error, run: run)
+        }
+    }
 
-        var body = upload.body.observed { chunk in context.addReceived(chunk.readableBytes) }
-        body = meter.wrap(body, index: 0)
-
+    /// The receiver's body, counted, metered and verified against client digests no stage covers.
+    private func prepareBody(_ body: UploadBody, run: UploadRun) -> UploadBody {
+        let context = run.context
+        // One layer both meters the client's body and counts it as received.
+        var body = run.meter.wrap(body, index: 0, counting: context)
         let covered = stages.first?.stage.verifiesClientDigests ?? []
-        let pending = upload.metadata.expectedDigests.filter { !covered.contains($0.algorithm) }
+        let pending = run.metadata.expectedDigests.filter { !covered.contains($0.algorithm) }
         if !pending.isEmpty {
             body = body.verifying(pending, context: context)
         }
+        return body
+    }
 
-        do {
-            for (i, entry) in stages.enumerated() {
-                body = try await entry.stage.apply(to: body, context: context)
-                body = meter.wrap(body, index: i + 1)
-            }
-            let stored = try await sink.store(body, context: context)
-            let digests = Dictionary(context.digests.map { ($0.label, $0.hex) }, uniquingKeysWith: { a, _ in a })
-            let receipt = Receipt(
-                name: upload.metadata.name,
-                pipeline: name,
-                bytesReceived: context.bytesReceived,
-                bytesStored: stored.bytesStored,
-                digests: digests,
-                location: stored.location,
-                id: upload.metadata.id.uuidString.lowercased()
-            )
-            let elapsed = ContinuousClock.now - started
-            metrics.record(outcome: "stored", received: receipt.bytesReceived, stored: receipt.bytesStored, elapsed: elapsed, meter: meter)
-            // Metadata passed with the call is built only when the line is logged.
-            logger.info("upload stored", metadata: {
-                var line = UploadContext.logMetadata(upload.metadata)
-                line["bytes"] = "\(receipt.bytesReceived)"
-                line["stored"] = "\(receipt.bytesStored)"
-                line["location"] = "\(receipt.location)"
-                line["ms"] = "\(Self.milliseconds(elapsed))"
-                for (label, hex) in digests { line[label] = "\(hex)" }
-                if let remote = upload.metadata.remoteAddress { line["remote"] = "\(remote)" }
-                return line
-            }())
-            return receipt
-        } catch {
-            let failure = SluiceError.from(error)
-            let elapsed = ContinuousClock.now - started
-            metrics.record(outcome: failure.code.rawValue, received: context.bytesReceived, stored: 0, elapsed: elapsed, meter: meter)
-            var line = UploadContext.logMetadata(upload.metadata)
-            line["bytes"] = "\(context.bytesReceived)"
-            line["code"] = "\(failure.code.rawValue)"
+    /// The receipt of a committed upload; records its metrics and logs its line.
+    private func committed(_ stored: SinkReceipt, run: UploadRun) -> Receipt {
+        let context = run.context
+        let metadata = run.metadata
+        let digests = Dictionary(context.digests.map { ($0.label, $0.hex) }, uniquingKeysWith: { a, _ in a })
+        let receipt = Receipt(
+            name: metadata.name,
+            pipeline: name,
+            bytesReceived: context.bytesReceived,
+            bytesStored: stored.bytesStored,
+            digests: digests,
+            location: stored.location,
+            id: metadata.id.uuidString.lowercased()
+        )
+        let elapsed = ContinuousClock.now - run.started
+        metrics.record(outcome: "stored", received: receipt.bytesReceived, stored: receipt.bytesStored, elapsed: elapsed, meter: run.meter)
+        // Metadata passed with the call is built only when the line is logged.
+        logger.info("upload stored", metadata: {
+            var line = UploadContext.logMetadata(metadata)
+            line["bytes"] = "\(receipt.bytesReceived)"
+            line["stored"] = "\(receipt.bytesStored)"
+            line["location"] = "\(receipt.location)"
             line["ms"] = "\(Self.milliseconds(elapsed))"
-            if let remote = upload.metadata.remoteAddress { line["remote"] = "\(remote)" }
-            switch failure.code {
-            case .internal, .upstreamFailed, .insufficientStorage:
-                logger.error("upload failed: \(failure.message)", metadata: line)
-            default:
-                logger.warning("upload rejected: \(failure.message)", metadata: line)
-            }
-            throw failure
+            for (label, hex) in digests { line[label] = "\(hex)" }
+            if let remote = metadata.remoteAddress { line["remote"] = "\(remote)" }
+            return line
+        }())
+        return receipt
+    }
+
+    /// The failure as a ``SluiceError``; records its metrics and logs its line.
+    private func failed(_ error: any Error, run: UploadRun) -> SluiceError {
+        let failure = SluiceError.from(error)
+        let context = run.context
+        let elapsed = ContinuousClock.now - run.started
+        metrics.record(outcome: failure.code.rawValue, received: context.bytesReceived, stored: 0, elapsed: elapsed, meter: run.meter)
+        var line = UploadContext.logMetadata(run.metadata)
+        line["bytes"] = "\(context.bytesReceived)"
+        line["code"] = "\(failure.code.rawValue)"
+        line["ms"] = "\(Self.milliseconds(elapsed))"
+        if let remote = run.metadata.remoteAddress { line["remote"] = "\(remote)" }
+        switch failure.code {
+        case .internal, .upstreamFailed, .insufficientStorage:
+            logger.error("upload failed: \(failure.message)", metadata: line)
+        default:
+            logger.warning("upload rejected: \(failure.message)", metadata: line)
         }
+        return failure
     }
 
     private static func milliseconds(_ d: Duration) -> Int64 {
@@ -177,6 +195,20 @@ import NIOCore
 /// Stages pull from each other, so the time spent inside the n-th wrapper's
 /// `next()` includes every stage before it; a stage's own time is the difference
 /// between its wrapper and the previous one.
+/// One upload's state in ``Pipeline/process(_:)``, held by reference so the async frame stays small.
+final class UploadRun: Sendable {
+    let started = ContinuousClock.now
+    let metadata: UploadMetadata
+    let context: UploadContext
+    let meter: StageMeter
+
+    init(_ metadata: UploadMetadata, pipeline: Pipeline) {
+        self.metadata = metadata
+        self.context = UploadContext(metadata: metadata, pipeline: pipeline.name, logger: pipeline.logger)
+        self.meter = StageMeter(count: pipeline.stages.count + 1)
+    }
+}
+
 final class StageMeter: Sendable {
     private struct Totals {
         var bytes: [Int64]
@@ -188,8 +220,9 @@ final class StageMeter: Sendable {
         totals = Mutex(Totals(bytes: Array(repeating: 0, count: count), nanos: Array(repeating: 0, count: count)))
     }
 
-    func wrap(_ body: UploadBody, index: Int) -> UploadBody {
-        UploadBody(MeteredBody(base: body, meter: self, index: index))
+    /// `body` with its chunks metered at `index`, and counted as received by `counting`.
+    func wrap(_ body: UploadBody, index: Int, counting context: UploadContext? = nil) -> UploadBody {
+        UploadBody(MeteredBody(base: body, meter: self, index: index, received: context))
     }
 
     func add(index: Int, bytes: Int, nanos: Int64) {
@@ -212,19 +245,23 @@ private struct MeteredBody: AsyncSequence, Sendable {
     let base: UploadBody
     let meter: StageMeter
     let index: Int
+    let received: UploadContext?
 
-    func makeAsyncIterator() -> Iterator { Iterator(base: base.makeAsyncIterator(), meter: meter, index: index) }
+    func makeAsyncIterator() -> Iterator { Iterator(base: base.makeAsyncIterator(), meter: meter, index: index, received: received) }
 
     struct Iterator: AsyncIteratorProtocol {
         var base: UploadBody.AsyncIterator
         let meter: StageMeter
         let index: Int
+        let received: UploadContext?
 
         mutating func next() async throws -> ByteBuffer? {
             let start = ContinuousClock.now
             let chunk = try await base.next()
             let d = (ContinuousClock.now - start).components
-            meter.add(index: index, bytes: chunk?.readableBytes ?? 0, nanos: d.seconds * 1_000_000_000 + d.attoseconds / 1_000_000_000)
+            let bytes = chunk?.readableBytes ?? 0
+            meter.add(index: index, bytes: bytes, nanos: d.seconds * 1_000_000_000 + d.attoseconds / 1_000_000_000)
+            if let received, bytes > 0 { received.addReceived(bytes) }
             return chunk
         }
     }

@@ -84,42 +84,106 @@ public struct DiskSink: PreparingSink {
     // MARK: Prepare
 
     public func prepare(_ body: UploadBody, context: UploadContext) async throws -> any PreparedObject {
-        let template = configuration.name
-        // Without digest placeholders the name is known now: refuse a bad one before reading the body.
-        let usesDigests = !template.usedPlaceholders.isDisjoint(with: DigestAlgorithm.allCases.map(\.rawValue))
-        let name = usesDigests ? nil : try checkedName(context)
-        let memoryBuffer = Int(clamping: configuration.memoryBuffer.bytes)
+        switch try await write(body, context: context, commitSmall: false) {
+        case .prepared(let file): return file
+        case .stored: preconditionFailure("an upload is stored only when asked to commit small ones")
+        }
+    }
 
-        // Gather the start of the body in memory: an upload that ends within
-        // `memory_buffer` is written with one create-write-close on the disk pool, and
-        // holds no file descriptor while it arrives (a slow sender costs a socket only).
+    /// Prepares and commits. An upload that ends within `memory_buffer` takes a single
+    /// trip to the disk pool for all of it — create, write, close, rename — instead of
+    /// one to write and one to commit.
+    public func store(_ body: UploadBody, context: UploadContext) async throws -> SinkReceipt {
+        switch try await write(body, context: context, commitSmall: true) {
+        case .stored(let receipt):
+            return receipt
+        case .prepared(let file):
+            do {
+                return try await file.commit()
+            } catch {
+                await file.abort()
+                throw error
+            }
+        }
+    }
+
+    private enum Written {
+        case prepared(PreparedDiskFile)
+        case stored(SinkReceipt)
+    }
+
+    // The phases are separate functions so that the frame a waiting upload keeps (this
+    // one and the gathering one) holds only what the wait needs: with thousands of slow
+    // connections, every byte of an async frame counts thousands of times.
+    private func write(_ body: UploadBody, context: UploadContext, commitSmall: Bool) async throws -> Written {
+        // Without digest placeholders the name is known now: refuse a bad one before reading the body.
+        let name = usesDigestPlaceholders ? nil : try checkedName(context)
         var chunks = body.makeAsyncIterator()
+        let (gathered, overflow) = try await Self.gather(&chunks, limit: Int(clamping: configuration.memoryBuffer.bytes))
+        if let overflow {
+            return try await writeStreaming(gathered, overflow, &chunks, name: name, context: context)
+        }
+        return try await writeGathered(gathered, name: name, context: context, commitSmall: commitSmall)
+    }
+
+    private var usesDigestPlaceholders: Bool {
+        !configuration.name.usedPlaceholders.isDisjoint(with: DigestAlgorithm.allCases.map(\.rawValue))
+    }
+
+    /// Gathers the start of the body in memory, up to `limit` bytes: an upload that ends
+    /// within it is written with one create-write-close on the disk pool, and holds no
+    /// file descriptor while it arrives (a slow sender costs a socket only). Returns the
+    /// bytes gathered and, if the body went on, the chunk that did not fit.
+    @inline(never)
+    private static func gather(_ chunks: inout UploadBody.AsyncIterator, limit: Int) async throws -> (ByteBuffer, overflow: ByteBuffer?) {
         var gathered = ByteBuffer()
-        var overflow: ByteBuffer?
         do {
             while let chunk = try await chunks.next() {
-                if gathered.readableBytes + chunk.readableBytes > memoryBuffer {
-                    overflow = chunk
-                    break
+                if gathered.readableBytes + chunk.readableBytes > limit {
+                    return (gathered, chunk)
                 }
                 gathered.writeImmutableBuffer(chunk)
             }
-            if overflow == nil {
-                // Some sequences end quietly when their consumer is cancelled: that is not a complete upload.
-                try Task.checkCancellation()
-                let temp = try await TempFile.createWritten(in: tempDirectory, mode: configuration.fileMode, bytes: gathered, sync: configuration.fsync)
-                return try prepared(temp, bytes: Int64(gathered.readableBytes), name: name, context: context)
-            }
+            // Some sequences end quietly when their consumer is cancelled: that is not a complete upload.
+            try Task.checkCancellation()
         } catch {
             throw SluiceError.from(error)
         }
+        return (gathered, nil)
+    }
 
+    /// A whole upload gathered in memory: one trip to the disk pool (two when the commit is separate).
+    @inline(never)
+    private func writeGathered(_ gathered: ByteBuffer, name: String?, context: UploadContext, commitSmall: Bool) async throws -> Written {
+        do {
+            if commitSmall {
+                let name = try name ?? checkedName(context)
+                let sidecars = context.sidecars.map { ($0.algorithm.rawValue, $0.hex) }
+                let location = try await TempFile.createWrittenAndPlaced(
+                    in: tempDirectory, mode: configuration.fileMode, bytes: gathered, sync: configuration.fsync
+                ) { temp in
+                    placement(temp, name: name, sidecars: sidecars)
+                }
+                return .stored(SinkReceipt(location: location, bytesStored: Int64(gathered.readableBytes)))
+            }
+            let temp = try await TempFile.createWritten(in: tempDirectory, mode: configuration.fileMode, bytes: gathered, sync: configuration.fsync)
+            return .prepared(try prepared(temp, bytes: Int64(gathered.readableBytes), name: name, context: context))
+        } catch {
+            throw SluiceError.from(error)
+        }
+    }
+
+    /// An upload larger than `memory_buffer`: streamed into its temporary file from here on.
+    @inline(never)
+    private func writeStreaming(
+        _ gathered: ByteBuffer, _ overflow: ByteBuffer, _ chunks: inout UploadBody.AsyncIterator, name: String?, context: UploadContext
+    ) async throws -> Written {
         let temp = try await TempFile.create(in: tempDirectory, mode: configuration.fileMode)
         var writer = PipelinedWriter(temp: temp)
         var open = true
         do {
             try await writer.append(gathered)
-            if let overflow { try await writer.append(overflow) }
+            try await writer.append(overflow)
             while let chunk = try await chunks.next() {
                 try await writer.append(chunk)
             }
@@ -128,7 +192,7 @@ public struct DiskSink: PreparingSink {
             let written = writer.written
             open = false
             try await temp.finish(sync: configuration.fsync)
-            return try prepared(temp, bytes: written, name: name, context: context)
+            return .prepared(try prepared(temp, bytes: written, name: name, context: context))
         } catch {
             // A write still running must end before its descriptor is closed.
             await writer.settle()
@@ -155,6 +219,20 @@ public struct DiskSink: PreparingSink {
             name: name,
             bytes: bytes,
             sidecars: context.sidecars.map { ($0.algorithm.rawValue, $0.hex) }
+        )
+    }
+
+    /// How `temp` goes into place as `name`.
+    func placement(_ temp: TempFile, name: String, sidecars: [(algorithm: String, hex: String)]) -> Placement {
+        Placement(
+            root: configuration.root,
+            temp: temp,
+            name: name,
+            policy: configuration.onConflict,
+            createDirectories: configuration.createDirectories,
+            fsync: configuration.fsync,
+            fileMode: configuration.fileMode,
+            sidecars: sidecars
         )
     }
 
@@ -196,38 +274,71 @@ struct TempFile: Sendable {
     /// trip to the disk pool for an upload that fit in memory. The returned file's
     /// descriptor is closed (`fd` is -1).
     static func createWritten(in directory: String, mode: UInt32?, bytes: ByteBuffer, sync: Bool) async throws -> TempFile {
+        try await withNewName(in: directory) { temp in
+            try await FileSystemCalls.run(syncs: sync) {
+                try writeNew(temp, mode: mode, bytes: bytes, sync: sync)
+            }
+            return temp
+        }
+    }
+
+    /// ``createWritten(in:mode:bytes:sync:)`` and the rename into place, in one trip to
+    /// the disk pool; returns the stored location. Nothing is left behind on failure.
+    static func createWrittenAndPlaced(
+        in directory: String, mode: UInt32?, bytes: ByteBuffer, sync: Bool, _ placement: (TempFile) -> Placement
+    ) async throws -> String {
+        try await withNewName(in: directory) { temp in
+            let placement = placement(temp)
+            let location = try await FileSystemCalls.run(syncs: sync) {
+                try writeNew(temp, mode: mode, bytes: bytes, sync: sync)
+                do {
+                    return try placement.place()
+                } catch {
+                    unlink(temp.path)
+                    throw error
+                }
+            }
+            InFlightTemporaries.remove(temp.path)
+            return location
+        }
+    }
+
+    /// Runs `body` with a fresh temporary file name, under the descriptor budget (the
+    /// file is open only inside `body`), keeping the start-up sweep away from it meanwhile.
+    private static func withNewName<T>(in directory: String, _ body: (TempFile) async throws -> T) async throws -> T {
         let name = "\(getpid())-\(UUID.systemRandom().uuidString.lowercased())\(DiskSink.tempSuffix)"
-        let path = directory + "/" + name
-        // The descriptor is held only for the length of this call, but the limit still applies.
+        let temp = TempFile(fd: -1, path: directory + "/" + name, name: name)
         guard FileDescriptorBudget.shared.tryAcquire() else {
             throw SluiceError(.overloaded, "too many open files: no descriptor to spare for a temporary file")
         }
         defer { FileDescriptorBudget.shared.release() }
-        InFlightTemporaries.insert(path)
+        InFlightTemporaries.insert(temp.path)
         do {
-            try await FileSystemCalls.run(syncs: sync) {
-                let fd = try openNew(path, name: name, mode: mode)
-                do {
-                    try FileSystemCalls.writeAll(fd: fd, bytes, what: "the temporary file")
-                    if sync, fsync(fd) != 0 {
-                        throw FileSystemCalls.failure("fsync", "the temporary file", errno)
-                    }
-                } catch {
-                    FileSystemCalls.closeQuietly(fd)
-                    unlink(path)
-                    throw error
-                }
-                // close(2) can report a deferred write error (NFS, quotas).
-                if close(fd) != 0, errno != EINTR {
-                    let code = errno
-                    unlink(path)
-                    throw FileSystemCalls.failure("close", "the temporary file", code)
-                }
-            }
-            return TempFile(fd: -1, path: path, name: name)
+            return try await body(temp)
         } catch {
-            InFlightTemporaries.remove(path)
+            InFlightTemporaries.remove(temp.path)
             throw error
+        }
+    }
+
+    /// Blocking: creates `temp`, writes `bytes`, optionally fsyncs, closes; removes it on failure.
+    private static func writeNew(_ temp: TempFile, mode: UInt32?, bytes: ByteBuffer, sync: Bool) throws {
+        let fd = try openNew(temp.path, name: temp.name, mode: mode)
+        do {
+            try FileSystemCalls.writeAll(fd: fd, bytes, what: "the temporary file")
+            if sync, fsync(fd) != 0 {
+                throw FileSystemCalls.failure("fsync", "the temporary file", errno)
+            }
+        } catch {
+            FileSystemCalls.closeQuietly(fd)
+            unlink(temp.path)
+            throw error
+        }
+        // close(2) can report a deferred write error (NFS, quotas).
+        if close(fd) != 0, errno != EINTR {
+            let code = errno
+            unlink(temp.path)
+            throw FileSystemCalls.failure("close", "the temporary file", code)
         }
     }
 

@@ -21,16 +21,7 @@ struct PreparedDiskFile: PreparedObject {
     let sidecars: [(algorithm: String, hex: String)]
 
     func commit() async throws -> SinkReceipt {
-        let placement = Placement(
-            root: sink.configuration.root,
-            temp: temp,
-            name: name,
-            policy: sink.configuration.onConflict,
-            createDirectories: sink.configuration.createDirectories,
-            fsync: sink.configuration.fsync,
-            fileMode: sink.configuration.fileMode,
-            sidecars: sidecars
-        )
+        let placement = sink.placement(temp, name: name, sidecars: sidecars)
         let location = try await FileSystemCalls.run(syncs: placement.fsync) { try placement.place() }
         InFlightTemporaries.remove(temp.path)
         return SinkReceipt(location: location, bytesStored: bytes)
