@@ -198,6 +198,21 @@ struct DiskSinkTests {
         #expect(dir.files() == ["a.txt"])
     }
 
+    @Test("a streamed upload (past memory_buffer) that conflicts leaves the original and no temporary file")
+    func conflictStreamed() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path, memoryBuffer: .kibibytes(16))
+        try await disk.start()
+        let first = pseudoRandomBytes(count: 100_000, seed: 3)
+        let stored = try await disk.store(.bytes(first, chunkSize: 10_000), context: context(name: "big.bin"))
+        #expect(stored.bytesStored == 100_000)
+        let result = await code { try await disk.store(.bytes(pseudoRandomBytes(count: 100_000, seed: 4), chunkSize: 10_000), context: context(name: "big.bin")) }
+        #expect(result == .conflict)
+        #expect(dir.contents("big.bin") == first)
+        #expect(dir.files() == ["big.bin"])
+    }
+
     @Test("on_conflict: fail is atomic under concurrent uploads of one name: exactly one wins")
     func conflictRace() async throws {
         let dir = try Scratch()

@@ -121,7 +121,7 @@ public struct DiskSink: PreparingSink {
         var chunks = body.makeAsyncIterator()
         let (gathered, overflow) = try await Self.gather(&chunks, limit: Int(clamping: configuration.memoryBuffer.bytes))
         if let overflow {
-            return try await writeStreaming(gathered, overflow, &chunks, name: name, context: context)
+            return try await writeStreaming(gathered, overflow, &chunks, name: name, context: context, commit: commitSmall)
         }
         return try await writeGathered(gathered, name: name, context: context, commitSmall: commitSmall)
     }
@@ -173,10 +173,13 @@ public struct DiskSink: PreparingSink {
         }
     }
 
-    /// An upload larger than `memory_buffer`: streamed into its temporary file from here on.
+    /// An upload larger than `memory_buffer`: streamed into its temporary file from here
+    /// on. With `commit`, closing the file and renaming it into place take one trip to
+    /// the disk pool.
     @inline(never)
     private func writeStreaming(
-        _ gathered: ByteBuffer, _ overflow: ByteBuffer, _ chunks: inout UploadBody.AsyncIterator, name: String?, context: UploadContext
+        _ gathered: ByteBuffer, _ overflow: ByteBuffer, _ chunks: inout UploadBody.AsyncIterator, name: String?, context: UploadContext,
+        commit: Bool
     ) async throws -> Written {
         let temp = try await TempFile.create(in: tempDirectory, mode: configuration.fileMode)
         var writer = PipelinedWriter(temp: temp)
@@ -190,6 +193,13 @@ public struct DiskSink: PreparingSink {
             try Task.checkCancellation()
             try await writer.finish()
             let written = writer.written
+            if commit {
+                let name = try name ?? checkedName(context)
+                let sidecars = context.sidecars.map { ($0.algorithm.rawValue, $0.hex) }
+                open = false
+                let location = try await temp.finishAndPlace(sync: configuration.fsync, placement(temp, name: name, sidecars: sidecars))
+                return .stored(SinkReceipt(location: location, bytesStored: written))
+            }
             open = false
             try await temp.finish(sync: configuration.fsync)
             return .prepared(try prepared(temp, bytes: written, name: name, context: context))
@@ -362,15 +372,39 @@ struct TempFile: Sendable {
         let fd = self.fd
         defer { FileDescriptorBudget.shared.release() }
         try await FileSystemCalls.run(syncs: sync) {
-            if sync, fsync(fd) != 0 {
-                let code = errno
-                FileSystemCalls.closeQuietly(fd)
-                throw FileSystemCalls.failure("fsync", "the temporary file", code)
+            try Self.closeFile(fd, sync: sync)
+        }
+    }
+
+    /// ``finish(sync:)`` and the rename into place in one trip to the disk pool; returns
+    /// the stored location. On failure the file is closed and removed.
+    func finishAndPlace(sync: Bool, _ placement: Placement) async throws -> String {
+        let fd = self.fd
+        let path = self.path
+        defer { FileDescriptorBudget.shared.release() }
+        let location = try await FileSystemCalls.run(syncs: sync) {
+            do {
+                try Self.closeFile(fd, sync: sync)
+                return try placement.place()
+            } catch {
+                unlink(path)
+                throw error
             }
-            // close(2) can report a deferred write error (NFS, quotas).
-            if close(fd) != 0, errno != EINTR {
-                throw FileSystemCalls.failure("close", "the temporary file", errno)
-            }
+        }
+        InFlightTemporaries.remove(path)
+        return location
+    }
+
+    /// Blocking: optionally fsyncs, then closes `fd` (closed even when this throws).
+    private static func closeFile(_ fd: Int32, sync: Bool) throws {
+        if sync, fsync(fd) != 0 {
+            let code = errno
+            FileSystemCalls.closeQuietly(fd)
+            throw FileSystemCalls.failure("fsync", "the temporary file", code)
+        }
+        // close(2) can report a deferred write error (NFS, quotas).
+        if close(fd) != 0, errno != EINTR {
+            throw FileSystemCalls.failure("close", "the temporary file", errno)
         }
     }
 
