@@ -16,7 +16,14 @@ eval "$(scripts/s3-server.sh start)"
 [ "$build" = 1 ] && swift build -c release --product s3-bench >&2
 bench=.build/release/s3-bench
 work="$(mktemp -d "$PWD/.bench-s3.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+# About 20 GiB of objects per run: removed at the end (SeaweedFS reclaims the volume space
+# when it vacuums; `scripts/s3-server.sh stop` and removing its data directory frees it at once).
+cleanup() {
+    rm -rf "$work"
+    aws --endpoint-url "$S3_ENDPOINT" s3 rm "s3://$S3_BUCKET/compare/" --recursive --only-show-errors || true
+    aws --endpoint-url "$S3_ENDPOINT" s3 rm "s3://$S3_BUCKET/bench/" --recursive --only-show-errors || true
+}
+trap cleanup EXIT
 mkdir -p "$work/many"
 head -c 1G /dev/urandom > "$work/one"
 for i in $(seq 1 16); do head -c 64M /dev/urandom > "$work/many/part-$i"; done

@@ -33,16 +33,17 @@ public struct TCPReceiver: Receiver {
     /// and a high mark of 2 (which was ~30% cheaper in CPU per GiB). 256 uploads held
     /// back by a 50 MB/s `rate_limit` (bench/tcp-disk/bench.py slow), with the disk
     /// sink's pipelined writes: 121 MiB with 128 KiB reads, 81 MiB with 64 KiB reads,
-    /// which cost ~25% more CPU per GiB. Reads are now also capped by the pipeline's
-    /// pace (``ReadPace``): the same slow-sink run holds ~70 MiB steady with 128 KiB
-    /// reads for fast uploads.
+    /// which cost ~25% more CPU per GiB. Reads are now capped by the pipeline's pace
+    /// (``ReadPace``: the slow-sink run holds ~75 MiB steady) and by a share of a read
+    /// budget among open connections (``PacedRecvAllocator``), so a few fast uploads
+    /// read up to 512 KiB at a time and many read 128 KiB.
     static let lowWatermark = 1
     static let highWatermark = 1
     /// Read sizes adapt between these bounds: a trickling connection keeps a small
     /// buffer, a fast one reads large chunks (fewer wake-ups and pipeline steps).
     static let minimumReadSize = 512
     static let initialReadSize = 512
-    static let maximumReadSize = 128 * 1024
+    static let maximumReadSize = 512 * 1024
     static let readSizes = AdaptiveRecvByteBufferAllocator(minimum: minimumReadSize, initial: initialReadSize, maximum: maximumReadSize)
     /// Reads per readiness event: each may leave a buffer in the channel's pool.
     static let readsPerWakeup: UInt = 1
@@ -93,7 +94,9 @@ public struct TCPReceiver: Receiver {
                     let firstData = channel.eventLoop.makePromise(of: Bool.self)
                     // Reads shrink while the pipeline holds back (see ReadPace).
                     let pace = ReadPace()
-                    try channel.syncOptions?.setOption(.recvAllocator, value: PacedRecvAllocator(adaptive: Self.readSizes, pace: pace))
+                    try channel.syncOptions?.setOption(
+                        .recvAllocator, value: PacedRecvAllocator(adaptive: Self.readSizes, pace: pace, connections: connections)
+                    )
                     try channel.pipeline.syncOperations.addHandler(ConnectionWatchdog(timeout: idleTimeout, firstData: firstData, pace: pace))
                     let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                         wrappingChannelSynchronously: channel,
