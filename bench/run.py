@@ -738,8 +738,17 @@ class Bench:
             return
         md = (f"256 concurrent 256 MiB uploads into a disk sink behind `rate_limit` (50 MB/s, scope pipeline), cut after "
               f"{hold_for}. Bytes sent by the generator: {r['bytes_sent'] / MIB:.0f} MiB; landed: {r['landed_bytes'] / MIB:.0f} MiB.\n\n"
-              f"- server RSS: {r['server_rss_base_kib'] / 1024:.1f} MiB idle → **{r['server_rss_peak_kib'] / 1024:.1f} MiB peak** "
+              f"- tcp: server RSS {r['server_rss_base_kib'] / 1024:.1f} MiB idle → **{r['server_rss_peak_kib'] / 1024:.1f} MiB peak** "
               f"(goal < 128 MiB {'✓' if r['server_rss_peak_kib'] < 128 * 1024 else '✗'})")
+        # The same through the http receiver (PUTs with a 256 MiB Content-Length); no goal in the issues.
+        hs, _ = self.sluice_server("sluice-http", "http-slow.yaml", free_port(), data)
+        if hs is not None:
+            h = self.with_server(hs, lambda server: self.measure(
+                server, "--mode", "http", "--target", f"http://127.0.0.1:{server.port}/upload/", "--concurrency", 256,
+                "--size", self.size("256MiB"), "--count", 256, "--timeout", hold_for))
+            if h is not None:
+                md += (f"\n- http: server RSS {h['server_rss_base_kib'] / 1024:.1f} MiB idle → "
+                       f"**{h['server_rss_peak_kib'] / 1024:.1f} MiB peak**")
         self.sections.append(("Memory under a slow sink", md))
 
     def section_hold(self):

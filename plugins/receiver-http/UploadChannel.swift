@@ -27,16 +27,20 @@ struct UploadChannel: HTTPChannelHandler {
         let connections = self.connections
         channel.closeFuture.whenComplete { _ in connections.release() }
         return channel.eventLoop.makeCompletedFuture {
-            let clock = ConnectionClock()
+            let pace = ReadPace()
+            let clock = ConnectionClock(pace: pace)
             var limits = NIOHTTPDecoderLimitConfiguration()
             limits.maxHeaderFieldSize = maxHeaderSize
             limits.maxHeaderListSize = maxHeaderSize
             // Reads grow to 1 MiB while a body streams in (NIO's default stops at 64 KiB):
             // fewer, larger chunks mean fewer hops through stages and sinks per GiB. Body
-            // parts are slices of these buffers, never copies; idle connections keep small ones.
+            // parts are slices of these buffers, never copies; idle connections keep small
+            // ones. As for tcp, reads are capped by the pipeline's pace and by a share of
+            // the read budget among open connections (ReadPace), so a slow pipeline or many
+            // connections do not each hold megabytes.
             try channel.syncOptions?.setOption(
                 ChannelOptions.recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 * 1024, maximum: 1 << 20)
+                value: PacedRecvAllocator(adaptive: Self.readSizes, pace: pace, connections: connections)
             )
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(InboundBytesObserver(clock: clock))
@@ -51,9 +55,20 @@ struct UploadChannel: HTTPChannelHandler {
             try sync.addHandler(ConnectionGuard(limits: self.limits, clock: clock, logger: logger))
             // Hummingbird's handler closes idle connections when a graceful shutdown starts.
             try sync.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
-            return try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+            // Reading stops while one part waits for the handler (NIO's default lets ten
+            // wait): what a connection holds is then about a read or two, and the pace
+            // measures the pipeline, not a queue filling up.
+            return try NIOAsyncChannel(
+                wrappingChannelSynchronously: channel,
+                configuration: .init(
+                    backPressureStrategy: .init(lowWatermark: 1, highWatermark: 1),
+                    isOutboundHalfClosureEnabled: true
+                )
+            )
         }
     }
+
+    static let readSizes = AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 * 1024, maximum: 1 << 20)
 
     func handle(value asyncChannel: Value, logger: Logger) async {
         // The connection's requests run on its event loop: reading a body part and
@@ -65,9 +80,12 @@ struct UploadChannel: HTTPChannelHandler {
     }
 }
 
-/// When bytes last arrived on a connection, shared by the two handlers of one
-/// channel (both run on the channel's event loop only).
+/// When bytes last arrived on a connection, and the pace its pipeline takes them at,
+/// shared by the two handlers of one channel (both run on the channel's event loop only).
 final class ConnectionClock {
+    let pace: ReadPace
+    init(pace: ReadPace) { self.pace = pace }
+
     /// Set when bytes arrive; cleared when a read is asked for.
     var bytesSinceRead = false
     /// When the first byte of the current request head arrived.
@@ -83,6 +101,7 @@ final class InboundBytesObserver: ChannelInboundHandler, RemovableChannelHandler
     init(clock: ConnectionClock) { self.clock = clock }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        clock.pace.didDeliver(bytes: unwrapInboundIn(data).readableBytes)
         clock.bytesSinceRead = true
         if clock.headStartedAt == nil { clock.headStartedAt = .now() }
         context.fireChannelRead(data)
@@ -193,6 +212,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
+        clock.pace.willRead()
         if readRequestedAt == nil || clock.bytesSinceRead {
             readRequestedAt = .now()
             clock.bytesSinceRead = false

@@ -21,8 +21,6 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
     /// When the oldest unanswered read was requested; `nil` when no read is waiting.
     private var waitingSince: NIODeadline?
     private var timer: Scheduled<Void>?
-    /// When the last chunk went to the pipeline, and its size; `nil` until the next read is asked for.
-    private var delivered: (at: NIODeadline, bytes: Int)?
     private let pace: ReadPace?
 
     /// - Parameters:
@@ -37,10 +35,7 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if let pace, let last = delivered {
-            pace.taken(bytes: last.bytes, after: NIODeadline.now() - last.at)
-            delivered = nil
-        }
+        pace?.willRead()
         if waitingSince == nil {
             waitingSince = .now()
             if timer == nil { schedule(in: timeout, context: context) }
@@ -50,7 +45,7 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         waitingSince = nil
-        if pace != nil { delivered = (.now(), unwrapInboundIn(data).readableBytes) }
+        pace?.didDeliver(bytes: unwrapInboundIn(data).readableBytes)
         if !settled, unwrapInboundIn(data).readableBytes > 0 {
             settle(.success(true))
         }

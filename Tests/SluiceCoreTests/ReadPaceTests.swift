@@ -2,7 +2,6 @@ import NIOCore
 import SluiceCore
 import Testing
 
-@testable import ReceiverTCP
 
 @Suite("read pace")
 struct ReadPaceTests {

@@ -1,5 +1,4 @@
 import NIOCore
-import SluiceCore
 
 /// Read sizes that follow the consumer: large reads while the pipeline keeps up,
 /// small ones while it holds back.
@@ -21,23 +20,40 @@ import SluiceCore
 /// a 20 ms threshold throttled 16 fast uploads sharing two cores).
 ///
 /// One per connection, shared by the channel's ``PacedRecvAllocator`` (which the
-/// channel calls when it reads) and its ``ConnectionWatchdog`` (which sees reads
-/// requested and data delivered).
-final class ReadPace: @unchecked Sendable {
-    // @unchecked: `cap` is read and written only on the connection's event loop —
-    // by the watchdog's `read` and by the channel's read path, which calls the
+/// channel calls when it reads) and the receiver's handlers, which report data
+/// delivered (``didDeliver(bytes:)``) and reads requested (``willRead()``). Both
+/// receivers use it: `tcp` (its connection watchdog) and `http` (its connection guard).
+public final class ReadPace: @unchecked Sendable {
+    // @unchecked: every member is used only on the connection's event loop — by the
+    // receiver's channel handlers and by the channel's read path, which calls the
     // allocator — so no two threads ever touch it.
 
     /// How much time's worth of the pipeline's pace one read may hold.
-    static let window = TimeAmount.milliseconds(50)
+    public static let window = TimeAmount.milliseconds(50)
     /// The smallest cap: below it, reads would cost more than the memory they save.
-    static let minimumReadSize = 16 * 1024
+    public static let minimumReadSize = 16 * 1024
 
     /// The largest read allowed now.
-    var cap = Int.max
+    public private(set) var cap = Int.max
+    /// When the last data went up the pipeline, and how much; `nil` once the next read was asked for.
+    private var delivered: (at: NIODeadline, bytes: Int)?
+
+    public init() {}
+
+    /// A read delivered `bytes` towards the pipeline (call from `channelRead`).
+    public func didDeliver(bytes: Int) {
+        delivered = (.now(), bytes)
+    }
+
+    /// The pipeline asked for more (call from the outbound `read`).
+    public func willRead() {
+        guard let last = delivered else { return }
+        delivered = nil
+        taken(bytes: last.bytes, after: .now() - last.at)
+    }
 
     /// Records that the pipeline asked for more `gap` after it was handed `bytes`.
-    func taken(bytes: Int, after gap: TimeAmount) {
+    public func taken(bytes: Int, after gap: TimeAmount) {
         let nanoseconds = max(gap.nanoseconds, 1)
         let windowBytes = Double(bytes) * Double(Self.window.nanoseconds) / Double(nanoseconds)
         cap = windowBytes >= Double(Int.max / 2) ? Int.max : max(Self.minimumReadSize, Int(windowBytes))
@@ -56,18 +72,24 @@ final class ReadPace: @unchecked Sendable {
 /// made it 10–15% worse, its buffers no longer fitting the caches). So a few connections read up to
 /// ``maximumReadSize`` and many share ``readBudget``: 512 KiB each up to 64 connections,
 /// 128 KiB at 256, never below ``ReadPace/minimumReadSize``.
-struct PacedRecvAllocator: RecvByteBufferAllocator {
-    var adaptive: AdaptiveRecvByteBufferAllocator
-    let pace: ReadPace
-    let connections: ConnectionLimiter
+public struct PacedRecvAllocator: RecvByteBufferAllocator {
+    public var adaptive: AdaptiveRecvByteBufferAllocator
+    public let pace: ReadPace
+    public let connections: ConnectionLimiter
 
-    static let readBudget = 32 << 20
+    public static let readBudget = 32 << 20
 
-    func buffer(allocator: ByteBufferAllocator) -> ByteBuffer {
+    public init(adaptive: AdaptiveRecvByteBufferAllocator, pace: ReadPace, connections: ConnectionLimiter) {
+        self.adaptive = adaptive
+        self.pace = pace
+        self.connections = connections
+    }
+
+    public func buffer(allocator: ByteBufferAllocator) -> ByteBuffer {
         allocator.buffer(capacity: size)
     }
 
-    func nextBufferSize() -> Int? {
+    public func nextBufferSize() -> Int? {
         size
     }
 
@@ -76,7 +98,7 @@ struct PacedRecvAllocator: RecvByteBufferAllocator {
         return min(adaptive.nextBufferSize() ?? adaptive.maximum, pace.cap, share)
     }
 
-    mutating func record(actualReadBytes: Int) -> Bool {
+    public mutating func record(actualReadBytes: Int) -> Bool {
         adaptive.record(actualReadBytes: actualReadBytes)
     }
 }
