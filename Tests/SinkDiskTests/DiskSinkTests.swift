@@ -41,6 +41,15 @@ struct Scratch {
         return out.sorted()
     }
 
+    /// Waits up to 2 s for exactly one file in the sink's temporary directory.
+    func waitForOneTemporary() async throws -> Bool {
+        for _ in 0..<100 {
+            if temporaries().count == 1 { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
     /// Files in the sink's temporary directory.
     func temporaries(root: String? = nil) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: (root ?? path) + "/.sluice-tmp")) ?? []).sorted()
@@ -97,13 +106,14 @@ struct DiskSinkTests {
         #expect(dir.contents("empty") == [])
     }
 
-    @Test("a body that fails mid-way leaves no file and no temporary file")
-    func failingBody() async throws {
+    @Test("a body that fails mid-way leaves no file and no temporary file (within memory_buffer or past it)",
+          arguments: [100, 100_000])
+    func failingBody(size: Int) async throws {
         let dir = try Scratch()
         defer { dir.remove() }
         let disk = try sink(dir.path)
         try await disk.start()
-        let result = await code { try await disk.store(.failing(after: Array(repeating: 7, count: 100_000)), context: context(name: "broken")) }
+        let result = await code { try await disk.store(.failing(after: Array(repeating: 7, count: size)), context: context(name: "broken")) }
         #expect(result == .clientAborted)
         #expect(dir.files().isEmpty)
     }
@@ -140,12 +150,7 @@ struct DiskSinkTests {
         let second = pseudoRandomBytes(count: 10_000, seed: 2)
         continuation.yield(ByteBuffer(bytes: second))
         // Past the buffer: the temporary file appears while the upload is still open.
-        var opened = false
-        for _ in 0..<100 where !opened {
-            try await Task.sleep(for: .milliseconds(20))
-            opened = dir.temporaries().count == 1
-        }
-        #expect(opened)
+        #expect(try await dir.waitForOneTemporary())
         continuation.finish()
         let receipt = try await task.value
         #expect(receipt.bytesStored == 20_000)
@@ -162,26 +167,10 @@ struct DiskSinkTests {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
         let task = Task { try await disk.store(UploadBody(stream), context: context(name: "direct")) }
         continuation.yield(ByteBuffer(string: "x"))
-        var opened = false
-        for _ in 0..<100 where !opened {
-            try await Task.sleep(for: .milliseconds(20))
-            opened = dir.temporaries().count == 1
-        }
-        #expect(opened)
+        #expect(try await dir.waitForOneTemporary())
         continuation.finish()
         _ = try await task.value
         #expect(dir.contents("direct") == Array("x".utf8))
-    }
-
-    @Test("a small body that fails within memory_buffer leaves nothing")
-    func failingSmallBody() async throws {
-        let dir = try Scratch()
-        defer { dir.remove() }
-        let disk = try sink(dir.path)
-        try await disk.start()
-        let result = await code { try await disk.store(.failing(after: Array(repeating: 7, count: 100)), context: context(name: "broken")) }
-        #expect(result == .clientAborted)
-        #expect(dir.files().isEmpty)
     }
 
     @Test("on_conflict: fail refuses with conflict and keeps the original")
