@@ -154,9 +154,9 @@ public struct TCPReceiver: Receiver {
     /// other connection with it.
     func handle(_ connection: Connection) async {
         let channel = connection.channel.channel
-        let remote = Self.remote(channel)
-        var logger = self.logger
-        logger[metadataKey: "remote"] = "\(remote)"
+        // The remote address is attached only when a line is logged: attaching metadata
+        // costs, and most connections log nothing here.
+        let logger = ConnectionLogger(base: self.logger, channel: channel)
         do {
             try await connection.channel.executeThenClose { inbound, outbound in
                 guard try await waitForData(connection, logger: logger) else { return }
@@ -191,7 +191,7 @@ public struct TCPReceiver: Receiver {
     /// Waits for the first byte. `false` when the connection ended without sending
     /// any (a health check: not an upload), or when the server started shutting down
     /// first (the connection is then closed: it has nothing in flight).
-    private func waitForData(_ connection: Connection, logger: Logger) async throws -> Bool {
+    private func waitForData(_ connection: Connection, logger: ConnectionLogger) async throws -> Bool {
         let shutdown = ShutdownRace()
         let hasData: Bool
         do {
@@ -211,7 +211,7 @@ public struct TCPReceiver: Receiver {
         return true
     }
 
-    private func makeUpload(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, remote: SocketAddress?, logger: Logger) -> Upload {
+    private func makeUpload(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, remote: SocketAddress?, logger: ConnectionLogger) -> Upload {
         var metadata = UploadMetadata(
             name: "",
             listener: name,
@@ -223,6 +223,7 @@ public struct TCPReceiver: Receiver {
         if configuration.framing == .lines {
             let maxLength = Int(clamping: configuration.maxRecordLength.bytes)
             let policy = configuration.onLongRecord
+            let logger = logger.logger
             body = body.transformed { LineFramer(maxLength: maxLength, policy: policy, logger: logger) }
         }
         return Upload(metadata: metadata, body: body)
@@ -265,6 +266,27 @@ public struct TCPReceiver: Receiver {
     static func nanoseconds(_ duration: Duration) -> Int64 {
         let c = duration.components
         return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
+    }
+}
+
+/// The listener's logger with a connection's remote address, attached when a line is
+/// logged rather than when the connection opens.
+struct ConnectionLogger: Sendable {
+    let base: Logger
+    let channel: any Channel
+
+    var logger: Logger {
+        var logger = base
+        logger[metadataKey: "remote"] = "\(TCPReceiver.remote(channel))"
+        return logger
+    }
+
+    func debug(_ message: @autoclosure () -> Logger.Message) {
+        if base.logLevel <= .debug { logger.debug(message()) }
+    }
+
+    func warning(_ message: @autoclosure () -> Logger.Message) {
+        if base.logLevel <= .warning { logger.warning(message()) }
     }
 }
 
