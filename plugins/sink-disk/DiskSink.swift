@@ -263,20 +263,30 @@ struct TempFile: Sendable {
     let name: String
 
     static func create(in directory: String, mode: UInt32?) async throws -> TempFile {
-        let name = "\(getpid())-\(UUID.systemRandom().uuidString.lowercased())\(DiskSink.tempSuffix)"
-        let path = directory + "/" + name
-        // Refuse this upload rather than take the process to its open-file limit (see FileDescriptorBudget).
-        guard FileDescriptorBudget.shared.tryAcquire() else {
-            throw SluiceError(.overloaded, "too many open files: no descriptor to spare for a temporary file")
-        }
-        InFlightTemporaries.insert(path)
+        let named = unopened(in: directory)
+        try acquireDescriptor()
+        InFlightTemporaries.insert(named.path)
         do {
-            let fd = try await FileSystemCalls.run { try openNew(path, name: name, mode: mode) }
-            return TempFile(fd: fd, path: path, name: name)
+            let fd = try await FileSystemCalls.run { try openNew(named.path, name: named.name, mode: mode) }
+            return TempFile(fd: fd, path: named.path, name: named.name)
         } catch {
-            InFlightTemporaries.remove(path)
+            InFlightTemporaries.remove(named.path)
             FileDescriptorBudget.shared.release()
             throw error
+        }
+    }
+
+    /// A fresh temporary file name in `directory`, not created yet (`fd` is -1).
+    private static func unopened(in directory: String) -> TempFile {
+        let name = "\(getpid())-\(UUID.systemRandom().uuidString.lowercased())\(DiskSink.tempSuffix)"
+        return TempFile(fd: -1, path: directory + "/" + name, name: name)
+    }
+
+    /// Takes one descriptor from the budget, or refuses the upload rather than take the
+    /// process to its open-file limit (see FileDescriptorBudget).
+    private static func acquireDescriptor() throws {
+        guard FileDescriptorBudget.shared.tryAcquire() else {
+            throw SluiceError(.overloaded, "too many open files: no descriptor to spare for a temporary file")
         }
     }
 
@@ -316,11 +326,8 @@ struct TempFile: Sendable {
     /// Runs `body` with a fresh temporary file name, under the descriptor budget (the
     /// file is open only inside `body`), keeping the start-up sweep away from it meanwhile.
     private static func withNewName<T>(in directory: String, _ body: (TempFile) async throws -> T) async throws -> T {
-        let name = "\(getpid())-\(UUID.systemRandom().uuidString.lowercased())\(DiskSink.tempSuffix)"
-        let temp = TempFile(fd: -1, path: directory + "/" + name, name: name)
-        guard FileDescriptorBudget.shared.tryAcquire() else {
-            throw SluiceError(.overloaded, "too many open files: no descriptor to spare for a temporary file")
-        }
+        let temp = unopened(in: directory)
+        try acquireDescriptor()
         defer { FileDescriptorBudget.shared.release() }
         InFlightTemporaries.insert(temp.path)
         do {
