@@ -194,7 +194,7 @@ struct TestServer {
             type: tcp
             listen: 127.0.0.1:0
             pipeline: p
-        \(indent(listener, 4))
+        \(indent(listener.contains("prebuffer:") ? listener : listener + "\n# The tests see that an upload started by its temporary file appearing.\nprebuffer: 0", 4))
         pipelines:
           p:
             stages: [\(stages.map { "{ type: \($0) }" }.joined(separator: ", "))]
@@ -239,7 +239,29 @@ enum Client {
             }
     }
 
-    /// Sends `bytes`, half-closes, and returns everything the server wrote before closing.
+    /// Sends `text`, then stays silent until the server's `idle_timeout` answers and closes.
+    ///
+    /// Returns the answer and the upload's logged outcome, or `nil` when the server closed
+    /// the connection as one that sent nothing: its idle clock starts at the accept, and a
+    /// loaded test run can delay the client's first write past it. Callers retry then.
+    static func stall(_ text: String, server: TestServer) async throws -> (line: String, outcome: LogCapture.Entry)? {
+        let outcomesBefore = server.logs.outcomes.count
+        let silentBefore = server.logs.all.filter { $0.message.contains("before sending data") }.count
+        let channel = try await connect(server.port)
+        // A late write can also meet the closed socket: a reset instead of the answer.
+        let line = try? await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(string: text))
+            return try await readAll(inbound)
+        }
+        try await server.logs.wait(for: "the connection's end") { _ in
+            server.logs.outcomes.count > outcomesBefore
+                || server.logs.all.filter { $0.message.contains("before sending data") }.count > silentBefore
+        }
+        guard server.logs.outcomes.count > outcomesBefore, let line else { return nil }
+        return (line, server.logs.outcomes[outcomesBefore])
+    }
+
+
     static func upload(_ bytes: [UInt8], port: Int, piece: Int = 64 * 1024) async throws -> String {
         let channel = try await connect(port)
         return try await channel.executeThenClose { inbound, outbound in

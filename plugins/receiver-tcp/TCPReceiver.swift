@@ -64,14 +64,17 @@ public struct TCPReceiver: Receiver {
         self.connections = ConnectionLimiter(limit: configuration.maxConnections, listener: environment.name)
     }
 
-    /// One accepted connection: its async channel and whether it sent any byte.
+    /// One accepted connection: its async channel, whether its upload may start (see
+    /// ``ConnectionWatchdog``), and its side of the race with graceful shutdown.
     struct Connection: Sendable {
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
-        let firstData: EventLoopFuture<Bool>
+        let ready: EventLoopFuture<Bool>
+        let race: ShutdownRace
     }
 
     public func run() async throws {
         let idleTimeout = TimeAmount.nanoseconds(Self.nanoseconds(configuration.idleTimeout.duration))
+        let prebuffer = Int(clamping: configuration.effectivePrebuffer.bytes)
         let logger = self.logger
         let listenAddress = "\(configuration.listen)"
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -91,13 +94,16 @@ public struct TCPReceiver: Receiver {
             .childChannelOption(.maxMessagesPerRead, value: Self.readsPerWakeup)
             .bind(host: configuration.listen.host, port: configuration.listen.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let firstData = channel.eventLoop.makePromise(of: Bool.self)
+                    let ready = channel.eventLoop.makePromise(of: Bool.self)
+                    let race = ShutdownRace()
                     // Reads shrink while the pipeline holds back (see ReadPace).
                     let pace = ReadPace()
                     try channel.syncOptions?.setOption(
                         .recvAllocator, value: PacedRecvAllocator(adaptive: Self.readSizes, pace: pace, connections: connections)
                     )
-                    try channel.pipeline.syncOperations.addHandler(ConnectionWatchdog(timeout: idleTimeout, firstData: firstData, pace: pace))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionWatchdog(timeout: idleTimeout, prebuffer: prebuffer, ready: ready, race: race, pace: pace)
+                    )
                     let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(
@@ -106,7 +112,7 @@ public struct TCPReceiver: Receiver {
                             outboundType: ByteBuffer.self
                         )
                     )
-                    return Connection(channel: async, firstData: firstData.futureResult)
+                    return Connection(channel: async, ready: ready.futureResult, race: race)
                 }
             }
 
@@ -115,51 +121,81 @@ public struct TCPReceiver: Receiver {
         announce(ListenerAnnouncement(listener: name, type: TCPReceiverPlugin.type, address: "\(address)", port: port, detail: "pipeline \(pipeline.name)"))
         logger.info("listening on \(address) (tcp, framing \(configuration.framing.rawValue)) → pipeline \(pipeline.name)")
 
+        // A connection gets a task only once its upload may start (``ConnectionWatchdog``):
+        // until then it waits here, as a channel and a few bytes.
+        let waiting = WaitingConnections()
         try await withGracefulShutdownHandler {
             // A discarding group: finished connections are dropped at once instead of
             // piling up until the listener stops.
             try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        guard connections.tryAcquire() else {
-                            let reason = connections.current >= connections.limit
-                                ? "max_connections (\(configuration.maxConnections)) reached"
-                                : "too few free file descriptors"
-                            logger.warning("\(reason): closing a new connection from \(Self.remote(connection.channel.channel))")
-                            // Through executeThenClose: the channel's writer must be finished before it goes away.
-                            try? await connection.channel.executeThenClose { _, _ in }
-                            continue
+                group.addTask {
+                    defer { waiting.acceptEnded() }
+                    try await server.executeThenClose { inbound in
+                        for try await connection in inbound {
+                            guard connections.tryAcquire() else {
+                                let reason = connections.current >= connections.limit
+                                    ? "max_connections (\(configuration.maxConnections)) reached"
+                                    : "too few free file descriptors"
+                                logger.warning("\(reason): closing a new connection from \(Self.remote(connection.channel.channel))")
+                                // Through executeThenClose: the channel's writer must be finished before it goes away.
+                                try? await connection.channel.executeThenClose { _, _ in }
+                                continue
+                            }
+                            waiting.add(connection)
                         }
+                    }
+                }
+                await withTaskCancellationHandler {
+                    for await (connection, ready) in waiting.started {
                         // The connection's task runs on its channel's event loop: no thread
                         // hop between reading a chunk and consuming it.
                         group.addTask(executorPreference: EventLoopTaskExecutor(connection.channel.channel.eventLoop)) {
                             defer { connections.release() }
-                            await handle(connection)
+                            await handle(connection, ready: ready)
                         }
                     }
+                } onCancel: {
+                    // The drain timeout ran out: connections still gathering their first bytes go too.
+                    waiting.closeAll()
                 }
             }
         } onGracefulShutdown: {
-            // Stop accepting; the group above then waits for in-flight connections.
+            // Stop accepting and close the connections that sent nothing yet; the group
+            // above then waits for in-flight uploads (including those still gathering).
             logger.info("stopping: no new connections on \(address); in-flight uploads may finish")
             server.channel.close(promise: nil)
+            waiting.closeIdle()
         }
         logger.info("stopped listening on \(address)")
     }
 
-    /// Serves one connection from its first byte to its receipt.
+    /// Serves one connection from the start of its upload to its receipt.
     ///
     /// It does not throw: whatever goes wrong concerns this client only, and an error
     /// escaping into the accept loop's task group would end the listener and every
     /// other connection with it.
-    func handle(_ connection: Connection) async {
+    func handle(_ connection: Connection, ready: Result<Bool, any Error>) async {
         let channel = connection.channel.channel
         // The remote address is attached only when a line is logged: attaching metadata
         // costs, and most connections log nothing here.
         let logger = ConnectionLogger(base: self.logger, channel: channel)
         do {
             try await connection.channel.executeThenClose { inbound, outbound in
-                guard try await waitForData(connection, logger: logger) else { return }
+                switch ready {
+                case .failure(let error as SluiceError) where error.code == .timeout:
+                    // Not an upload, but the client may be waiting to hear why it was closed.
+                    logger.debug("connection closed before sending data: \(error.message)")
+                    try await reply(errorLine(error), outbound)
+                    return
+                case .failure(let error):
+                    logger.debug("connection failed before sending data: \(error)")
+                    return
+                case .success(false):
+                    logger.debug("connection closed without sending data (not an upload)")
+                    return
+                case .success(true):
+                    break
+                }
 
                 do {
                     try await gate.acquire()
@@ -186,29 +222,6 @@ public struct TCPReceiver: Receiver {
         } catch {
             logger.debug("connection ended: \(error)")
         }
-    }
-
-    /// Waits for the first byte. `false` when the connection ended without sending
-    /// any (a health check: not an upload), or when the server started shutting down
-    /// first (the connection is then closed: it has nothing in flight).
-    private func waitForData(_ connection: Connection, logger: ConnectionLogger) async throws -> Bool {
-        let shutdown = ShutdownRace()
-        let hasData: Bool
-        do {
-            hasData = try await withGracefulShutdownHandler {
-                try await connection.firstData.get()
-            } onGracefulShutdown: {
-                if shutdown.closeIfWaiting() { connection.channel.channel.close(promise: nil) }
-            }
-        } catch {
-            logger.debug("connection failed before sending data: \(error)")
-            return false
-        }
-        guard hasData, shutdown.startUpload() else {
-            logger.debug("connection closed without sending data (not an upload)")
-            return false
-        }
-        return true
     }
 
     private func makeUpload(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, remote: SocketAddress?, logger: ConnectionLogger) -> Upload {
@@ -292,7 +305,7 @@ struct ConnectionLogger: Sendable {
 
 /// Decides, once, between a connection starting its upload and graceful shutdown
 /// closing it while it still waits for its first byte.
-private final class ShutdownRace: Sendable {
+final class ShutdownRace: Sendable {
     private enum State: UInt8 { case waiting, uploading, closing }
     private let state = Atomic<UInt8>(State.waiting.rawValue)
 
@@ -304,6 +317,73 @@ private final class ShutdownRace: Sendable {
     /// `true` if shutdown has not claimed the connection: the upload may start.
     func startUpload() -> Bool {
         state.compareExchange(expected: State.waiting.rawValue, desired: State.uploading.rawValue, ordering: .relaxed).exchanged
+    }
+}
+
+/// The accepted connections whose upload has not started yet, and the stream that
+/// hands each on (with its ``ConnectionWatchdog`` outcome) once it may start.
+///
+/// The stream ends when accepting has ended and no connection waits any more.
+final class WaitingConnections: Sendable {
+    typealias Started = (connection: TCPReceiver.Connection, ready: Result<Bool, any Error>)
+
+    private struct State {
+        var waiting: [ObjectIdentifier: TCPReceiver.Connection] = [:]
+        var acceptEnded = false
+    }
+
+    private let state = Mutex(State())
+    let started: AsyncStream<Started>
+    private let continuation: AsyncStream<Started>.Continuation
+
+    init() {
+        (started, continuation) = AsyncStream.makeStream(of: Started.self)
+    }
+
+    /// Keeps `connection` until its upload may start (or it ends without one).
+    func add(_ connection: TCPReceiver.Connection) {
+        let key = ObjectIdentifier(connection.channel.channel)
+        state.withLock { _ = $0.waiting.updateValue(connection, forKey: key) }
+        connection.ready.whenComplete { result in
+            self.resolve(key, result)
+        }
+    }
+
+    private func resolve(_ key: ObjectIdentifier, _ result: Result<Bool, any Error>) {
+        let (connection, finished) = state.withLock { state in
+            let connection = state.waiting.removeValue(forKey: key)
+            return (connection, state.acceptEnded && state.waiting.isEmpty)
+        }
+        if let connection { continuation.yield((connection, result)) }
+        if finished { continuation.finish() }
+    }
+
+    /// No connection will be added any more.
+    func acceptEnded() {
+        let finished = state.withLock { state in
+            state.acceptEnded = true
+            return state.waiting.isEmpty
+        }
+        if finished { continuation.finish() }
+    }
+
+    /// Graceful shutdown: closes the connections that have not sent a byte (they have
+    /// nothing in flight); those gathering an upload's first bytes go on.
+    func closeIdle() {
+        for connection in snapshot() where connection.race.closeIfWaiting() {
+            connection.channel.channel.close(promise: nil)
+        }
+    }
+
+    /// Closes every waiting connection (the listener is being cancelled).
+    func closeAll() {
+        for connection in snapshot() {
+            connection.channel.channel.close(promise: nil)
+        }
+    }
+
+    private func snapshot() -> [TCPReceiver.Connection] {
+        state.withLock { Array($0.waiting.values) }
     }
 }
 

@@ -28,6 +28,12 @@ import SluiceCore
 ///   long while the server is ready to read is closed and its upload discarded.
 /// - `receipt` (bool, default true): write the JSON receipt line (or a JSON error line)
 ///   before closing.
+/// - `prebuffer` (size, default 64KiB with `framing: stream`, 0 with `lines`): bytes a
+///   connection gathers before its upload starts — takes an upload slot and enters the
+///   pipeline. A connection still gathering holds no slot and no task, so thousands of
+///   slow senders cost little; an upload that ends within it starts with all its bytes.
+///   0 starts each upload at its first byte (`lines` does, so records reach the sink as
+///   they arrive). At most 16MiB.
 /// - `max_record_length` (size, default 64KiB): `lines` only: the longest record.
 /// - `on_long_record` (`truncate` | `reject`, default `truncate`): `lines` only: keep the
 ///   first `max_record_length` bytes of a longer record (with a warning), or fail the upload.
@@ -59,6 +65,8 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
         ConfigKey("max_upload_size", "size", default: "\(Configuration.defaultMaxUploadSize)", "Larger uploads are refused (payload_too_large) and nothing is stored."),
         ConfigKey("idle_timeout", "duration", default: "\(Configuration.defaultIdleTimeout)", "A connection that sends nothing for this long (while the server is ready to read) is closed; its upload is discarded."),
         ConfigKey("receipt", "bool", default: "\(Configuration.defaultReceipt)", "Write one JSON receipt line after the commit (or a JSON error line on failure) before closing."),
+        ConfigKey("prebuffer", "size", default: "\(Configuration.defaultPrebuffer) (stream), 0 (lines)",
+                  "Bytes a connection gathers before its upload starts (takes an upload slot, enters the pipeline); a connection still gathering holds neither. 0: start at the first byte. At most \(Configuration.maxPrebuffer)."),
         ConfigKey("max_record_length", "size", default: "\(Configuration.defaultMaxRecordLength)", "framing: lines only. The longest record, without its newline."),
         ConfigKey("on_long_record", "truncate | reject", default: Configuration.defaultOnLongRecord.rawValue,
                   "framing: lines only. truncate: keep the first max_record_length bytes and a newline (logged as a warning); reject: fail the upload."),
@@ -103,6 +111,8 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
         public static let defaultIdleTimeout = ConfigDuration.seconds(60)
         public static let defaultReceipt = true
         public static let defaultMaxRecordLength = ByteSize.kibibytes(64)
+        public static let defaultPrebuffer = ByteSize.kibibytes(64)
+        public static let maxPrebuffer = ByteSize.mebibytes(16)
         public static let defaultOnLongRecord = LongRecordPolicy.truncate
 
         /// Placeholders a receiver-side name cannot use: they are only known after the body was read,
@@ -122,6 +132,14 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
         public var receipt: Bool
         public var maxRecordLength: ByteSize
         public var onLongRecord: LongRecordPolicy
+        /// `nil`: the framing's default (see ``effectivePrebuffer``).
+        public var prebuffer: ByteSize?
+
+        /// The bytes gathered before an upload starts: `prebuffer`, or 64KiB for `stream`
+        /// and 0 for `lines` (records reach the sink as they arrive).
+        public var effectivePrebuffer: ByteSize {
+            prebuffer ?? (framing == .lines ? ByteSize(0) : Self.defaultPrebuffer)
+        }
 
         public init(listen: ListenAddress, pipeline: String) {
             self.listen = listen
@@ -149,6 +167,7 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
             case idleTimeout = "idle_timeout"
             case maxRecordLength = "max_record_length"
             case onLongRecord = "on_long_record"
+            case prebuffer
         }
 
         public init(from decoder: any Decoder) throws {
@@ -193,6 +212,10 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
             self.maxRecordLength = recordLength ?? Self.defaultMaxRecordLength
             guard maxRecordLength.bytes >= 1 else { throw decoder.configIssue("max_record_length", "must be at least 1 byte") }
             self.onLongRecord = longRecord ?? Self.defaultOnLongRecord
+            self.prebuffer = try c.decodeIfPresent(ByteSize.self, forKey: .prebuffer)
+            if let prebuffer, prebuffer.bytes > Self.maxPrebuffer.bytes {
+                throw decoder.configIssue("prebuffer", "must be at most \(Self.maxPrebuffer): it is held in memory for every connection")
+            }
         }
     }
 
