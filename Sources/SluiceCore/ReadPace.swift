@@ -33,8 +33,12 @@ public final class ReadPace: @unchecked Sendable {
     /// The smallest cap: below it, reads would cost more than the memory they save.
     public static let minimumReadSize = 16 * 1024
 
-    /// The largest read allowed now.
-    public private(set) var cap = Int.max
+    /// The largest read allowed now: the pace's cap, or ``limit`` if lower.
+    public var cap: Int { min(paceCap, limit) }
+    /// The receiver's own bound on the next reads, such as the bytes a connection still
+    /// gathers before its upload starts (`Int.max`: none).
+    public var limit = Int.max
+    private var paceCap = Int.max
     /// When the last data went up the pipeline, and how much; `nil` once the next read was asked for.
     private var delivered: (at: NIODeadline, bytes: Int)?
 
@@ -56,7 +60,7 @@ public final class ReadPace: @unchecked Sendable {
     public func taken(bytes: Int, after gap: TimeAmount) {
         let nanoseconds = max(gap.nanoseconds, 1)
         let windowBytes = Double(bytes) * Double(Self.window.nanoseconds) / Double(nanoseconds)
-        cap = windowBytes >= Double(Int.max / 2) ? Int.max : max(Self.minimumReadSize, Int(windowBytes))
+        paceCap = windowBytes >= Double(Int.max / 2) ? Int.max : max(Self.minimumReadSize, Int(windowBytes))
     }
 }
 

@@ -63,4 +63,18 @@ struct ReadPaceTests {
         pace.taken(bytes: 0, after: .seconds(1))
         #expect(pace.cap == ReadPace.minimumReadSize)
     }
+
+    @Test("a receiver's limit bounds the cap below the pace's, and lifting it restores the pace's")
+    func limit() {
+        let pace = ReadPace()
+        pace.taken(bytes: 64 * 1024, after: .milliseconds(100))  // 32 KiB per 50 ms
+        #expect(pace.cap == 32 * 1024)
+        pace.limit = 1_000
+        #expect(pace.cap == 1_000)
+        pace.limit = 1 << 20
+        #expect(pace.cap == 32 * 1024)
+        pace.limit = .max
+        pace.taken(bytes: 64 * 1024, after: .nanoseconds(0))
+        #expect(pace.cap > 1 << 30)
+    }
 }

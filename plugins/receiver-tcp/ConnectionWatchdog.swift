@@ -36,6 +36,8 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
     private var waitingSince: NIODeadline?
     private var timer: Scheduled<Void>?
     private let pace: ReadPace?
+    /// Gathered bytes past which a sender counts as fast (see `channelRead`).
+    static let fastStart = 4096
 
     /// - Parameters:
     ///   - timeout: The idle timeout.
@@ -49,6 +51,7 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
         self.ready = ready
         self.race = race
         self.pace = pace
+        if self.prebuffer > 1 { pace?.limit = self.prebuffer }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -74,9 +77,21 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
             guard race.startUpload() else { return }
             held = Self.compacted(chunk)
         } else {
+            if held!.writableBytes < chunk.readableBytes, held!.readableBytes + chunk.readableBytes >= Self.fastStart {
+                // A fast sender: room for the whole prebuffer at once, rather than a
+                // buffer that doubles its way there, copying at each step.
+                held!.reserveCapacity(prebuffer)
+            }
             held!.writeImmutableBuffer(chunk)
         }
-        if held!.readableBytes >= prebuffer { start(context, flushing: false) }
+        if held!.readableBytes >= prebuffer {
+            start(context, flushing: false)
+        } else {
+            // Read no more than the rest: the gathered bytes then fit in `prebuffer` (a
+            // buffer grows to a power of two), and many connections starting at once hold
+            // little more than their prebuffers.
+            pace?.limit = prebuffer - held!.readableBytes
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -116,6 +131,7 @@ final class ConnectionWatchdog: ChannelDuplexHandler {
             return
         }
         held = nil
+        pace?.limit = .max
         settle(.success(true))
         context.fireChannelRead(wrapInboundOut(bytes))
         if flushing { context.fireChannelReadComplete() }
