@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import SluiceCore
 import SluiceTestKit
 import Testing
@@ -404,6 +405,48 @@ struct DiskSinkTests {
         #expect(dir.files().isEmpty)
     }
 
+    /// Receivers run uploads on their connection's event loop, where writes run inline.
+    @Test("on an event loop (inline writes): streamed uploads land exactly; a failing one leaves nothing")
+    func inlineWrites() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        let payload = pseudoRandomBytes(count: 3 * 1024 * 1024 + 17)
+        for (name, chunkSize) in [("small.bin", 1000), ("large.bin", 300_000)] {
+            let receipt = try await Task(executorPreference: EventLoopTaskExecutor(eventLoop)) {
+                #expect(disk.inlineWrites.eventLoop() != nil)
+                return try await disk.store(.bytes(payload, chunkSize: chunkSize), context: context(name: name))
+            }.value
+            #expect(receipt.bytesStored == Int64(payload.count))
+            #expect(dir.contents(name) == payload)
+        }
+        let failed = await code {
+            try await Task(executorPreference: EventLoopTaskExecutor(eventLoop)) {
+                try await disk.store(.failing(after: Array(repeating: 7, count: 500_000)), context: context(name: "broken"))
+            }.value
+        }
+        #expect(failed == .clientAborted)
+        #expect(dir.files() == ["large.bin", "small.bin"])
+    }
+
+    @Test("inline writes: only on an event loop, off after a slow write until the backoff passed, never with 0s")
+    func inlineWritesPolicy() async throws {
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        let inline = InlineWrites(limit: .milliseconds(20), backoff: .milliseconds(200), root: "/r", logger: Logger(label: "test"))
+        #expect(inline.eventLoop() == nil)  // not on an event loop here
+        #expect(try await eventLoop.submit { inline.eventLoop() != nil }.get())
+        inline.record(.milliseconds(5))
+        #expect(try await eventLoop.submit { inline.eventLoop() != nil }.get())
+        inline.record(.milliseconds(25))
+        #expect(try await eventLoop.submit { inline.eventLoop() == nil }.get())
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await eventLoop.submit { inline.eventLoop() != nil }.get())
+        let off = InlineWrites(limit: .zero, root: "/r", logger: Logger(label: "test"))
+        #expect(try await eventLoop.submit { off.eventLoop() == nil }.get())
+    }
+
     @Test("config: keys decode with defaults; bad values are located errors")
     func configuration() throws {
         var registry = PluginRegistry()
@@ -422,6 +465,7 @@ struct DiskSinkTests {
             ("      type: disk\n      root: /x\n      file_mode: rw\n", "expected an octal mode"),
             ("      type: disk\n      root: /x\n      fsync: maybe\n", "expected true or false"),
             ("      type: disk\n      root: /x\n      memory_buffer: 1GiB\n", "memory_buffer: must be at most 16MiB"),
+            ("      type: disk\n      root: /x\n      inline_writes: soon\n", "inline_writes: expected a duration"),
             ("      type: disk\n      root: /x\n      roots: /y\n", "unknown key \"roots\""),
         ]
         for (yaml, message) in cases {

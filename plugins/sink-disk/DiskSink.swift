@@ -26,6 +26,7 @@ public struct DiskSink: PreparingSink {
     public let configuration: DiskSinkPlugin.Configuration
     let logger: Logger
     let tempDirectory: String
+    let inlineWrites: InlineWrites
 
     /// Where temporary files live, relative to the root.
     public static let tempDirectoryName = ".sluice-tmp"
@@ -38,6 +39,11 @@ public struct DiskSink: PreparingSink {
         self.configuration = configuration
         self.logger = logger
         self.tempDirectory = configuration.root + "/" + Self.tempDirectoryName
+        self.inlineWrites = InlineWrites(
+            limit: TimeAmount(configuration.inlineWrites.duration),
+            root: configuration.root,
+            logger: logger
+        )
     }
 
     /// Whether a rendered name points into the temporary directory.
@@ -182,7 +188,7 @@ public struct DiskSink: PreparingSink {
         commit: Bool
     ) async throws -> Written {
         let temp = try await TempFile.create(in: tempDirectory, mode: configuration.fileMode)
-        var writer = PipelinedWriter(temp: temp)
+        var writer = PipelinedWriter(temp: temp, inline: inlineWrites)
         var open = true
         do {
             try await writer.append(gathered)

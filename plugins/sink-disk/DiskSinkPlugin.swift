@@ -24,6 +24,11 @@ import SluiceCore
 ///   this size; one that ends within it is written with a single create-write-close,
 ///   and holds no file descriptor while it arrives. Larger uploads stream into their
 ///   temporary file from there on. `0` opens the file at the first byte.
+/// - `inline_writes` (duration, default `20ms`): writes to the temporary file run on
+///   the connection's own event-loop thread (no hand-off to a disk thread, like nginx)
+///   while each takes less than this; a slower one (the kernel throttling writers, a
+///   busy disk) moves the sink's writes to its disk threads for a second. `0s`: always
+///   on the disk threads — for file systems that can hang, such as NFS.
 ///
 /// ```yaml
 /// sink:
@@ -46,6 +51,8 @@ public enum DiskSinkPlugin: SinkPlugin {
                   "When the name exists: refuse the upload (conflict, HTTP 409), replace the file atomically, or store as name-1.ext, name-2.ext…"),
         ConfigKey("create_directories", "bool", default: "\(Configuration.defaultCreateDirectories)", "Create the subdirectories a rendered name needs; when false a missing directory refuses the upload."),
         ConfigKey("file_mode", "octal string", default: "none", "Permissions of stored files, such as \"0640\"; without it 0666 minus the umask."),
+        ConfigKey("inline_writes", "duration", default: "\(Configuration.defaultInlineWrites)",
+                  "Writes run on the connection's own event-loop thread (no hand-off to a disk thread) while each takes less than this; a slower one moves the sink's writes to its disk threads for 1s. 0s: always on the disk threads (for file systems that can hang, such as NFS)."),
         ConfigKey("memory_buffer", "size", default: "\(Configuration.defaultMemoryBuffer)",
                   "Uploads are gathered in memory up to this size: one that ends within it is written with a single create-write-close and holds no file descriptor while it arrives; larger ones stream into a temporary file. 0 opens the file at the first byte."),
     ]
@@ -79,6 +86,7 @@ public enum DiskSinkPlugin: SinkPlugin {
         public static let defaultOnConflict = ConflictPolicy.fail
         public static let defaultCreateDirectories = true
         public static let defaultMemoryBuffer = ByteSize.kibibytes(64)
+        public static let defaultInlineWrites = ConfigDuration.milliseconds(20)
         /// Larger values would hold too much per upload in memory.
         public static let maxMemoryBuffer = ByteSize.mebibytes(16)
 
@@ -91,6 +99,8 @@ public enum DiskSinkPlugin: SinkPlugin {
         public var fileMode: UInt32?
         /// How much of an upload is gathered in memory before its temporary file is opened.
         public var memoryBuffer: ByteSize
+        /// The longest a write may take on an event loop before writes move to the disk threads; zero: never inline.
+        public var inlineWrites: ConfigDuration
 
         public init(
             root: String,
@@ -99,7 +109,8 @@ public enum DiskSinkPlugin: SinkPlugin {
             onConflict: ConflictPolicy = Configuration.defaultOnConflict,
             createDirectories: Bool = Configuration.defaultCreateDirectories,
             fileMode: UInt32? = nil,
-            memoryBuffer: ByteSize = Configuration.defaultMemoryBuffer
+            memoryBuffer: ByteSize = Configuration.defaultMemoryBuffer,
+            inlineWrites: ConfigDuration = Configuration.defaultInlineWrites
         ) {
             self.root = root
             self.name = name
@@ -108,6 +119,7 @@ public enum DiskSinkPlugin: SinkPlugin {
             self.createDirectories = createDirectories
             self.fileMode = fileMode
             self.memoryBuffer = memoryBuffer
+            self.inlineWrites = inlineWrites
         }
 
         enum CodingKeys: String, CodingKey {
@@ -116,6 +128,7 @@ public enum DiskSinkPlugin: SinkPlugin {
             case createDirectories = "create_directories"
             case fileMode = "file_mode"
             case memoryBuffer = "memory_buffer"
+            case inlineWrites = "inline_writes"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -142,6 +155,8 @@ public enum DiskSinkPlugin: SinkPlugin {
             guard memoryBuffer.bytes <= Self.maxMemoryBuffer.bytes else {
                 throw decoder.configIssue("memory_buffer", "must be at most \(Self.maxMemoryBuffer), got \(memoryBuffer)")
             }
+            self.inlineWrites = try c.decode(ConfigDuration.self, forKey: .inlineWrites, default: Self.defaultInlineWrites)
+            guard inlineWrites.duration >= .zero else { throw decoder.configIssue("inline_writes", "must not be negative") }
         }
 
         /// Why `template` can never produce a safe name, or `nil` if it can: rendered

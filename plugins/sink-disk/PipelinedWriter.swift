@@ -5,6 +5,9 @@ import Synchronization
 /// Writes an upload's chunks to its temporary file without waiting for each write
 /// before reading on.
 ///
+/// A write runs on the caller's event loop when ``InlineWrites`` allows it (no thread
+/// hand-off at all); otherwise on the disk pool, as follows.
+///
 /// One write at a time runs on the disk pool; chunks that arrive meanwhile are
 /// gathered and go out together in the next one. A fast stream thus makes a few
 /// large writes (fewer thread hops and wake-ups, the main CPU cost measured), a slow
@@ -14,6 +17,8 @@ import Synchronization
 /// copied into one buffer so a batch is a few system calls, not one per chunk.
 struct PipelinedWriter {
     let temp: TempFile
+    /// Whether a write may run on the caller's event loop (see ``InlineWrites``).
+    let inline: InlineWrites?
     /// Bytes gathered while a write runs before reading waits for it.
     static let maxPending = 256 * 1024
     /// Chunks smaller than this are copied together rather than kept as they came.
@@ -27,8 +32,9 @@ struct PipelinedWriter {
     /// Bytes handed to the disk so far (all written once ``finish()`` returns).
     private(set) var written: Int64 = 0
 
-    init(temp: TempFile) {
+    init(temp: TempFile, inline: InlineWrites? = nil) {
         self.temp = temp
+        self.inline = inline
     }
 
     /// Queues `chunk`; starts a write when none is running, waits for the running one
@@ -88,6 +94,21 @@ struct PipelinedWriter {
         pending = []
         pendingBytes = 0
         lastIsGathered = false
+        if let inline, let eventLoop = inline.eventLoop() {
+            // On this thread, now: the write is done (or failed) when `submit` returns.
+            let started = NIODeadline.now()
+            do {
+                for chunk in chunks {
+                    try FileSystemCalls.writeAll(fd: fd, chunk, what: "the temporary file")
+                }
+                inline.record(NIODeadline.now() - started)
+                inFlight = (eventLoop.makeSucceededVoidFuture(), done)
+            } catch {
+                inFlight = (eventLoop.makeFailedFuture(error), done)
+            }
+            done.set()
+            return
+        }
         let future = FileSystemCalls.submit {
             defer { done.set() }
             for chunk in chunks {
