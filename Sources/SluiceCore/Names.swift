@@ -20,17 +20,33 @@ public enum UploadName {
         guard !name.isEmpty else { throw reject("is empty") }
         guard name.utf8.count <= maxLength else { throw reject("is longer than \(maxLength) bytes") }
         guard !name.hasPrefix("/") else { throw reject("is an absolute path") }
-        for scalar in name.unicodeScalars {
-            if scalar.value < 0x20 || scalar.value == 0x7f || (0x80...0x9f).contains(scalar.value) {
+        // One pass over the UTF-8 bytes (this runs for every upload): control characters
+        // (C0, DEL, and C1, which UTF-8 encodes as C2 80…C2 9F), backslashes, and the
+        // `/`-separated components.
+        var componentLength = 0
+        var componentDots = 0
+        var previous: UInt8 = 0
+        func checkComponent(_ length: Int, dots: Int) throws {
+            if length == 0 { throw reject("has an empty path component") }
+            if length == dots, length <= 2 { throw reject("has a \"\(length == 1 ? "." : "..")\" path component") }
+            if length > maxComponentLength { throw reject("has a component longer than \(maxComponentLength) bytes") }
+        }
+        for byte in name.utf8 {
+            if byte < 0x20 || byte == 0x7f || (previous == 0xc2 && (0x80...0x9f).contains(byte)) {
                 throw reject("contains a control character")
             }
-            if scalar == "\\" { throw reject("contains a backslash") }
+            if byte == UInt8(ascii: "\\") { throw reject("contains a backslash") }
+            if byte == UInt8(ascii: "/") {
+                try checkComponent(componentLength, dots: componentDots)
+                componentLength = 0
+                componentDots = 0
+            } else {
+                componentLength += 1
+                if byte == UInt8(ascii: ".") { componentDots += 1 }
+            }
+            previous = byte
         }
-        for component in name.split(separator: "/", omittingEmptySubsequences: false) {
-            if component.isEmpty { throw reject("has an empty path component") }
-            if component == "." || component == ".." { throw reject("has a \"\(component)\" path component") }
-            if component.utf8.count > maxComponentLength { throw reject("has a component longer than \(maxComponentLength) bytes") }
-        }
+        try checkComponent(componentLength, dots: componentDots)
         return name
     }
 
@@ -64,6 +80,11 @@ public enum UploadName {
 public struct NameTemplate: Sendable, Hashable, Decodable, CustomStringConvertible {
     public let text: String
     private let parts: [Part]
+    /// Placeholders the template uses.
+    public let usedPlaceholders: Set<String>
+    /// Whether rendering needs the upload's time, or the last component of its name.
+    private let usesClock: Bool
+    private let usesStemOrExt: Bool
 
     private enum Part: Sendable, Hashable {
         case literal(String)
@@ -97,7 +118,14 @@ public struct NameTemplate: Sendable, Hashable, Decodable, CustomStringConvertib
         guard !parts.isEmpty else { throw SluiceError(.badRequest, "empty name template") }
         self.text = text
         self.parts = parts
+        let used = Set(parts.compactMap { part -> String? in if case .placeholder(let p) = part { p } else { nil } })
+        self.usedPlaceholders = used
+        self.usesClock = !used.isDisjoint(with: ["date", "time", "datetime", "year", "month", "day", "hour"])
+        self.usesStemOrExt = used.contains("stem") || used.contains("ext")
     }
+
+    public static func == (a: NameTemplate, b: NameTemplate) -> Bool { a.text == b.text }
+    public func hash(into hasher: inout Hasher) { hasher.combine(text) }
 
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
@@ -110,22 +138,15 @@ public struct NameTemplate: Sendable, Hashable, Decodable, CustomStringConvertib
 
     public var description: String { text }
 
-    /// Placeholders the template uses.
-    public var usedPlaceholders: Set<String> {
-        Set(parts.compactMap { if case .placeholder(let p) = $0 { p } else { nil } })
-    }
-
     /// Expands the template for one upload and checks the result with ``UploadName/sanitize(_:)``.
     ///
     /// - Throws: ``SluiceError/Code/invalidName`` when the result is not a safe relative name.
     public func render(_ context: UploadContext, now: Date? = nil) throws -> String {
         let m = context.metadata
-        let date = now ?? m.receivedAt
-        var c = Calendar(identifier: .gregorian)
-        c.timeZone = TimeZone(identifier: "UTC")!
-        let f = c.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
-        func two(_ v: Int?) -> String { String(format: "%02d", v ?? 0) }
-        let lastComponent = m.name.split(separator: "/").last.map(String.init) ?? m.name
+        // Only what the template uses is computed: this runs for every upload.
+        let f = usesClock ? UTCTime(now ?? m.receivedAt) : UTCTime()
+        let two = UTCTime.twoDigits
+        let lastComponent = usesStemOrExt ? (m.name.split(separator: "/").last.map(String.init) ?? m.name) : ""
         let dot = lastComponent.lastIndex(of: ".").flatMap { $0 == lastComponent.startIndex ? nil : $0 }
         var out = ""
         for part in parts {
@@ -136,10 +157,10 @@ public struct NameTemplate: Sendable, Hashable, Decodable, CustomStringConvertib
                 case "name": out += m.name
                 case "stem": out += dot.map { String(lastComponent[..<$0]) } ?? lastComponent
                 case "ext": out += dot.map { String(lastComponent[$0...]) } ?? ""
-                case "date": out += "\(f.year ?? 0)-\(two(f.month))-\(two(f.day))"
+                case "date": out += "\(f.year)-\(two(f.month))-\(two(f.day))"
                 case "time": out += "\(two(f.hour))\(two(f.minute))\(two(f.second))"
-                case "datetime": out += "\(f.year ?? 0)\(two(f.month))\(two(f.day))T\(two(f.hour))\(two(f.minute))\(two(f.second))Z"
-                case "year": out += "\(f.year ?? 0)"
+                case "datetime": out += "\(f.year)\(two(f.month))\(two(f.day))T\(two(f.hour))\(two(f.minute))\(two(f.second))Z"
+                case "year": out += "\(f.year)"
                 case "month": out += two(f.month)
                 case "day": out += two(f.day)
                 case "hour": out += two(f.hour)
@@ -164,5 +185,30 @@ public struct NameTemplate: Sendable, Hashable, Decodable, CustomStringConvertib
     private static func safeRemote(_ address: String?) -> String {
         guard let address else { return "unknown" }
         return String(address.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" })
+    }
+}
+
+/// A time's UTC calendar fields, from the C library (`gmtime_r`): Foundation's
+/// `Calendar` costs microseconds per call, and names are rendered for every upload.
+struct UTCTime {
+    var year = 1970, month = 1, day = 1, hour = 0, minute = 0, second = 0
+
+    init() {}
+
+    init(_ date: Date) {
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var fields = tm()
+        guard gmtime_r(&seconds, &fields) != nil else { return }
+        year = Int(fields.tm_year) + 1900
+        month = Int(fields.tm_mon) + 1
+        day = Int(fields.tm_mday)
+        hour = Int(fields.tm_hour)
+        minute = Int(fields.tm_min)
+        second = Int(fields.tm_sec)
+    }
+
+    /// `7` → `"07"`.
+    static func twoDigits(_ value: Int) -> String {
+        value < 10 ? "0\(value)" : "\(value)"
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import SluiceCore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -133,8 +134,9 @@ public struct DiskSink: PreparingSink {
     }
 
     private var usesDigestPlaceholders: Bool {
-        !configuration.name.usedPlaceholders.isDisjoint(with: DigestAlgorithm.allCases.map(\.rawValue))
+        !configuration.name.usedPlaceholders.isDisjoint(with: Self.digestPlaceholders)
     }
+    private static let digestPlaceholders = Set(DigestAlgorithm.allCases.map(\.rawValue))
 
     /// Gathers the start of the body in memory, up to `limit` bytes: an upload that ends
     /// within it is written with one create-write-close on the disk pool, and holds no
@@ -284,7 +286,7 @@ struct TempFile: Sendable {
 
     /// A fresh temporary file name in `directory`, not created yet (`fd` is -1).
     private static func unopened(in directory: String) -> TempFile {
-        let name = "\(getpid())-\(UUID.systemRandom().uuidString.lowercased())\(DiskSink.tempSuffix)"
+        let name = TemporaryNames.next()
         return TempFile(fd: -1, path: directory + "/" + name, name: name)
     }
 
@@ -431,5 +433,22 @@ struct TempFile: Sendable {
         }
         if closing { FileDescriptorBudget.shared.release() }
         InFlightTemporaries.remove(path)
+    }
+}
+
+/// Names for temporary files: `<pid>-<random>-<n>.part`, where `<random>` is drawn once
+/// per process and `<n>` counts up. Unique without a system call per file (a random
+/// UUID each cost two `getrandom(2)` calls); the leading pid is what the start-up sweep
+/// reads, and `O_EXCL` refuses a clash with a file that exists all the same.
+enum TemporaryNames {
+    private static let prefix: String = {
+        var generator = SystemRandomNumberGenerator()
+        return "\(getpid())-\(String(generator.next() as UInt64, radix: 16))-"
+    }()
+    private static let counter = Atomic<UInt64>(0)
+
+    static func next() -> String {
+        let n = counter.wrappingAdd(1, ordering: .relaxed).newValue
+        return prefix + String(n, radix: 16) + DiskSink.tempSuffix
     }
 }

@@ -153,7 +153,7 @@ struct Placement: Sendable {
     /// Writes `<object>.<algorithm>` holding `<hex>  <object>\n` (the `sha256sum -c` format),
     /// through a temporary file and a rename so it is never seen half-written.
     private func writeSidecar(_ sidecar: (algorithm: String, hex: String), tempFD: Int32, parent: Int32, objectName: String, prefix: String) throws {
-        let tempName = "\(getpid())-\(UUID.systemRandom().uuidString.lowercased())\(DiskSink.tempSuffix)"
+        let tempName = TemporaryNames.next()
         let tempPath = root + "/" + DiskSink.tempDirectoryName + "/" + tempName
         let target = "\(objectName).\(sidecar.algorithm)"
         InFlightTemporaries.insert(tempPath)
