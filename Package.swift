@@ -138,7 +138,7 @@ let tests: [(name: String, dependencies: [Target.Dependency])] = [
     ("SluiceCoreTests", []),
     ("SluiceRuntimeTests", ["SluiceRuntime", logging]),
     ("ReceiverTCPTests", ["ReceiverTCP", "SluiceRuntime", logging]),
-    ("ReceiverHTTPTests", ["ReceiverHTTP", "SluiceRuntime", metrics, product("Prometheus", "swift-prometheus")]),
+    ("ReceiverHTTPTests", ["ReceiverHTTP", "SluiceRuntime", metrics, product("Prometheus", "swift-prometheus"), product("HTTPTypes", "swift-http-types")]),
     ("StageCompressTests", ["StageCompress", "StageDecompress", "SluiceRuntime"]),
     ("StageDecompressTests", ["StageDecompress", "StageCompress", "SluiceRuntime"]),
     ("StageHashTests", ["StageHash", "StageCompress", "SluiceRuntime"]),

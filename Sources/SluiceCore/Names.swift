@@ -159,7 +159,7 @@ public struct NameTemplate: Sendable, Hashable, Decodable, CustomStringConvertib
                 case "ext": out += dot.map { String(lastComponent[$0...]) } ?? ""
                 case "date": out += "\(f.year)-\(two(f.month))-\(two(f.day))"
                 case "time": out += "\(two(f.hour))\(two(f.minute))\(two(f.second))"
-                case "datetime": out += "\(f.year)\(two(f.month))\(two(f.day))T\(two(f.hour))\(two(f.minute))\(two(f.second))Z"
+                case "datetime": out += f.compact
                 case "year": out += "\(f.year)"
                 case "month": out += two(f.month)
                 case "day": out += two(f.day)
@@ -190,12 +190,12 @@ public struct NameTemplate: Sendable, Hashable, Decodable, CustomStringConvertib
 
 /// A time's UTC calendar fields, from the C library (`gmtime_r`): Foundation's
 /// `Calendar` costs microseconds per call, and names are rendered for every upload.
-struct UTCTime {
-    var year = 1970, month = 1, day = 1, hour = 0, minute = 0, second = 0
+public struct UTCTime: Sendable {
+    public var year = 1970, month = 1, day = 1, hour = 0, minute = 0, second = 0
 
-    init() {}
+    public init() {}
 
-    init(_ date: Date) {
+    public init(_ date: Date) {
         var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
         var fields = tm()
         guard gmtime_r(&seconds, &fields) != nil else { return }
@@ -208,7 +208,13 @@ struct UTCTime {
     }
 
     /// `7` → `"07"`.
-    static func twoDigits(_ value: Int) -> String {
+    public static func twoDigits(_ value: Int) -> String {
         value < 10 ? "0\(value)" : "\(value)"
+    }
+
+    /// `20261126T165407Z` (the `{datetime}` placeholder).
+    public var compact: String {
+        let two = Self.twoDigits
+        return "\(year)\(two(month))\(two(day))T\(two(hour))\(two(minute))\(two(second))Z"
     }
 }

@@ -15,6 +15,16 @@ public struct HTTPReceiver: Receiver {
         var route: HTTPReceiverPlugin.Route
         var pipeline: Pipeline
         var tokens: BearerTokens?
+        /// `{route}` in name templates: the prefix as a relative path (`upload`, `ci/artifacts`); `nil` for `/`.
+        let name: String?
+
+        init(route: HTTPReceiverPlugin.Route, pipeline: Pipeline, tokens: BearerTokens?) {
+            self.route = route
+            self.pipeline = pipeline
+            self.tokens = tokens
+            let name = route.prefix.split(separator: "/").joined(separator: "/")
+            self.name = name.isEmpty ? nil : name
+        }
     }
 
     public let name: String
@@ -89,7 +99,7 @@ extension TimeAmount {
 struct RequestHandler: Sendable {
     let receiver: HTTPReceiver
 
-    private static let expect = HTTPField.Name("Expect")!
+    static let expect = HTTPField.Name("Expect")!
     private static let json = "application/json"
 
     func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async {
@@ -171,8 +181,9 @@ struct RequestHandler: Sendable {
             throw SluiceError(.methodNotAllowed, "\(request.method) is not allowed; use PUT \(route.route.prefix)/NAME or POST \(route.route.prefix)")
         }
 
-        if let tokens = route.tokens, !tokens.accepts(authorization: request.headers[.authorization]) {
-            throw SluiceError(.unauthorized, request.headers[.authorization] == nil ? "a bearer token is required" : "the bearer token is not valid")
+        let head = HeadFields(request.headers)
+        if let tokens = route.tokens, !tokens.accepts(authorization: head.authorization) {
+            throw SluiceError(.unauthorized, head.authorization == nil ? "a bearer token is required" : "the bearer token is not valid")
         }
 
         let name: String
@@ -185,11 +196,11 @@ struct RequestHandler: Sendable {
             name = ""  // generated below, once the upload id exists
         }
 
-        let encoding = try contentEncoding(request.headers[.contentEncoding], allowed: route.route.allowContentEncoding)
+        let encoding = try contentEncoding(head.contentEncoding, allowed: route.route.allowContentEncoding)
 
         var declaredLength: Int64?
-        if let text = request.headers[.contentLength] {
-            guard let length = Int64(text.trimmingCharacters(in: .whitespaces)), length >= 0 else {
+        if let text = head.contentLength {
+            guard let length = Int64(HeadFields.trimmed(text)), length >= 0 else {
                 throw SluiceError(.badRequest, "Content-Length \"\(text.prefix(40))\" is not a number")
             }
             if length > configuration.maxUploadSize.bytes {
@@ -198,12 +209,12 @@ struct RequestHandler: Sendable {
             declaredLength = length
         }
 
-        let digests = try DigestHeaders.parse(request.headers)
+        let digests = head.hasDigests ? try DigestHeaders.parse(request.headers) : []
 
         try await receiver.gate.acquire()
         defer { receiver.gate.release() }
 
-        if let expect = request.headers[Self.expect] {
+        if let expect = head.expect {
             guard expect.lowercased() == "100-continue" else {
                 throw SluiceError(.badRequest, "unsupported Expect: \(expect.prefix(40))")
             }
@@ -211,16 +222,14 @@ struct RequestHandler: Sendable {
             try await writer.writeInformationalHead(HTTPResponse(status: .continue))
         }
 
-        // `{route}` in name templates: the prefix as a relative path (`upload`, `ci/artifacts`).
-        let routeName = route.route.prefix.split(separator: "/").joined(separator: "/")
         var metadata = UploadMetadata(
             name: name,
             listener: receiver.name,
-            route: routeName.isEmpty ? nil : routeName,
+            route: route.name,
             remoteAddress: remote,
             // Content-Length counts encoded bytes; a sink sees decoded ones.
             declaredLength: encoding == nil ? declaredLength : nil,
-            contentType: request.headers[.contentType],
+            contentType: head.contentType,
             mode: mode
         )
         if mode == .records {
@@ -265,11 +274,47 @@ struct RequestHandler: Sendable {
 
     /// `{route}-{datetime}-{uuid}` for a POSTed batch, for example `logs-20261126T165407Z-0f1e….`
     static func batchName(route: String, id: UUID, at date: Date) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
-        let stamp = String(format: "%04d%02d%02dT%02d%02d%02dZ", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0, c.minute ?? 0, c.second ?? 0)
+        let stamp = UTCTime(date).compact
         let routePart = route.split(separator: "/").joined(separator: "-")
         return "\(routePart.isEmpty ? "batch" : routePart)-\(stamp)-\(id.uuidString.lowercased())"
+    }
+}
+
+/// The request headers the receiver reads, found in one pass over the fields (looking
+/// each up by name scans them all and joins repeated values: ~1% of the time of a 4 KiB
+/// upload). A repeated field keeps all its values joined by ", ", as a lookup would.
+struct HeadFields {
+    var authorization: String?
+    var contentEncoding: String?
+    var contentLength: String?
+    var contentType: String?
+    var expect: String?
+    /// Whether any digest header is present (``DigestHeaders`` then parses them).
+    var hasDigests = false
+
+    init(_ fields: HTTPFields) {
+        func add(_ value: String, to slot: inout String?) {
+            slot = slot.map { $0 + ", " + value } ?? value
+        }
+        for field in fields {
+            switch field.name {
+            case .authorization: add(field.value, to: &authorization)
+            case .contentEncoding: add(field.value, to: &contentEncoding)
+            case .contentLength: add(field.value, to: &contentLength)
+            case .contentType: add(field.value, to: &contentType)
+            case RequestHandler.expect: add(field.value, to: &expect)
+            case DigestHeaders.contentDigest, DigestHeaders.reprDigest, DigestHeaders.contentMD5, DigestHeaders.checksumSHA256:
+                hasDigests = true
+            default: break
+            }
+        }
+    }
+
+    /// `text` without leading and trailing spaces and tabs.
+    static func trimmed(_ text: String) -> Substring {
+        var slice = Substring(text)
+        while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
+        while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }
+        return slice
     }
 }
