@@ -140,3 +140,21 @@ public func logLikeText(bytes count: Int) -> [UInt8] {
     }
     return Array(out.prefix(count))
 }
+
+/// The temporary files of a disk sink whose temporary directory is `directory`: the
+/// named ones in it, and the anonymous ones (`O_TMPFILE`, which have no name until they
+/// are linked into place) that this process holds open there, as `#<inode>` entries
+/// read from `/proc/self/fd`. Tests see an upload start, and check that none is left,
+/// either way.
+public func temporaryFiles(in directory: String) -> [String] {
+    let named = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    var anonymous: [String] = []
+    let prefix = directory + "/#"
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + entry) else { continue }
+        if target.hasPrefix(prefix), target.hasSuffix(" (deleted)") {
+            anonymous.append(String(target.dropFirst(directory.count + 1).dropLast(" (deleted)".count)))
+        }
+    }
+    return (named + anonymous).sorted()
+}

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import SluiceCore
 import SluiceRuntime
+import SluiceTestKit
 import Synchronization
 import Testing
 
@@ -39,9 +40,9 @@ struct Scratch {
         return out.sorted()
     }
 
-    /// Files in the disk sink's temporary directory under `root`.
+    /// The disk sink's temporary files under `root`, named or anonymous (open, unlinked).
     func temporaries(root: String) -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: path + "/" + root + "/.sluice-tmp")) ?? []).sorted()
+        temporaryFiles(in: path + "/" + root + "/.sluice-tmp")
     }
 }
 

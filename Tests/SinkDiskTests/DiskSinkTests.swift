@@ -51,9 +51,9 @@ struct Scratch {
         return false
     }
 
-    /// Files in the sink's temporary directory.
+    /// The sink's temporary files, named or anonymous (open, unlinked).
     func temporaries(root: String? = nil) -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: (root ?? path) + "/.sluice-tmp")) ?? []).sorted()
+        temporaryFiles(in: (root ?? path) + "/.sluice-tmp")
     }
 }
 
@@ -94,6 +94,27 @@ struct DiskSinkTests {
             #expect(dir.contents("root/test/\(name)") == payload)
         }
         #expect(dir.temporaries(root: dir.path + "/root").isEmpty)
+    }
+
+    @Test("named temporary files (where anonymous ones are unsupported) store the same bytes under every conflict policy",
+          arguments: [DiskSinkPlugin.ConflictPolicy.fail, .overwrite, .unique])
+    func namedTemporaries(policy: DiskSinkPlugin.ConflictPolicy) async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path, onConflict: policy)
+        try await disk.start()
+        #expect(disk.anonymous.supported)  // Linux with /proc: the probe passes on ext4 and tmpfs
+        disk.anonymous.supported = false
+        for (name, size) in [("small.bin", 1000), ("large.bin", 1 << 20)] {
+            let payload = pseudoRandomBytes(count: size)
+            let receipt = try await disk.store(.bytes(payload, chunkSize: 100_000), context: context(name: name))
+            #expect(dir.contents(receipt.location) == payload)
+            if policy != .fail {
+                let again = try await disk.store(.bytes(Array(payload.reversed()), chunkSize: 100_000), context: context(name: name))
+                #expect(dir.contents(again.location) == Array(payload.reversed()))
+            }
+        }
+        #expect(dir.temporaries().isEmpty)
     }
 
     @Test("an empty body stores an empty file")
@@ -231,6 +252,7 @@ struct DiskSinkTests {
         _ = try await overwrite.store(.string("first"), context: context(name: "a.txt"))
         _ = try await overwrite.store(.string("second"), context: context(name: "a.txt"))
         #expect(dir.contents("o/a.txt") == Array("second".utf8))
+        #expect(dir.temporaries(root: dir.path + "/o").isEmpty)
 
         let unique = try sink(dir.path + "/u", onConflict: .unique)
         try await unique.start()

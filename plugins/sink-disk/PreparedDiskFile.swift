@@ -118,6 +118,9 @@ struct Placement: Sendable {
                 return FileSystemCalls.failure("store", prefix + candidate, code)
             }
         }
+        if temp.isAnonymous {
+            return try link(into: parent, base: base, prefix: prefix, tempFD: tempFD, refuse: refuse)
+        }
         switch policy {
         case .fail:
             let code = FileSystemCalls.renameNoReplace(tempFD, temp.name, parent, base)
@@ -135,6 +138,48 @@ struct Placement: Sendable {
                 if code != EEXIST { throw refuse(candidate, code) }
             }
             throw SluiceError(.conflict, "\"\(prefix + base)\" and \(DiskSink.maxUniqueAttempts - 1) numbered variants already exist")
+        }
+    }
+
+    /// Links an anonymous temporary file into `parent` as `base` (or a `unique` variant)
+    /// under the conflict policy; returns the name used. `linkat(2)` never replaces an
+    /// existing name, so `fail` and `unique` are atomic as they stand; `overwrite` links a
+    /// file that finds its name taken under a temporary name and renames it over the old one.
+    private func link(into parent: Int32, base: String, prefix: String, tempFD: Int32, refuse: (String, Int32) -> SluiceError) throws -> String {
+        let source = temp.descriptorPath
+        func link(_ directory: Int32, _ name: String) -> Int32 {
+            linkat(AT_FDCWD, source, directory, name, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno
+        }
+        switch policy {
+        case .fail:
+            let code = link(parent, base)
+            guard code == 0 else { throw refuse(base, code) }
+            return base
+        case .unique:
+            for n in 0..<DiskSink.maxUniqueAttempts {
+                let candidate = n == 0 ? base : Self.numbered(base, n)
+                let code = link(parent, candidate)
+                if code == 0 { return candidate }
+                if code != EEXIST { throw refuse(candidate, code) }
+            }
+            throw SluiceError(.conflict, "\"\(prefix + base)\" and \(DiskSink.maxUniqueAttempts - 1) numbered variants already exist")
+        case .overwrite:
+            let code = link(parent, base)
+            if code == 0 { return base }
+            guard code == EEXIST else { throw refuse(base, code) }
+            // A name in the temporary directory (swept at start should a crash leave it), then an atomic replace.
+            let name = TemporaryNames.next()
+            let path = root + "/" + DiskSink.tempDirectoryName + "/" + name
+            InFlightTemporaries.insert(path)
+            defer { InFlightTemporaries.remove(path) }
+            let linked = link(tempFD, name)
+            guard linked == 0 else { throw FileSystemCalls.failure("link", "the temporary file", linked) }
+            let renamed = FileSystemCalls.renameReplacing(tempFD, name, parent, base)
+            guard renamed == 0 else {
+                unlinkat(tempFD, name, 0)
+                throw refuse(base, renamed)
+            }
+            return base
         }
     }
 
