@@ -15,9 +15,11 @@ import Darwin
 /// Stores each upload as one file under a root directory; see ``DiskSinkPlugin`` for the keys.
 ///
 /// Two phases (``PreparingSink``): `prepare` streams the body into
-/// `<root>/.sluice-tmp/<pid>-<uuid>.part`; `commit` renames it to its final name
+/// `<root>/.sluice-tmp/<pid>-<random>-<n>.part`; `commit` renames it to its final name
 /// (creating subdirectories, applying the conflict policy, writing sidecars);
-/// `abort` removes the temporary file. Every failure removes it too.
+/// `abort` removes the temporary file. Every failure removes it too. `store` (one
+/// step) uses an anonymous temporary file where it can and links it into place
+/// (``AnonymousFiles``).
 ///
 /// A name can never leave the root: the rendered name is checked by
 /// ``UploadName/sanitize(_:)`` (no `..`, no absolute path), and each directory on the

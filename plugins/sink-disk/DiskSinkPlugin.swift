@@ -4,7 +4,7 @@ import SluiceCore
 /// The `disk` sink: one file per upload under a root directory (R-K1, R-K5, R-X1).
 ///
 /// Each upload is streamed to a temporary file in `<root>/.sluice-tmp/` (the same
-/// filesystem as its destination) and renamed into place only after the body ended
+/// filesystem as its destination) and linked or renamed into place only after the body ended
 /// without error, so a reader of the root never sees a partial file.
 ///
 /// Keys:
@@ -40,7 +40,7 @@ import SluiceCore
 /// ```
 public enum DiskSinkPlugin: SinkPlugin {
     public static let type = "disk"
-    public static let summary = "One file per upload under a root directory, written to a temporary file and renamed into place."
+    public static let summary = "One file per upload under a root directory, written to a temporary file and linked or renamed into place."
 
     public static let keys: [ConfigKey] = [
         ConfigKey("root", "path", "Directory the files are stored under; created (with .sluice-tmp/ for temporary files) when the server starts."),
