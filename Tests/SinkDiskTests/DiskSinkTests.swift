@@ -469,6 +469,21 @@ struct DiskSinkTests {
         #expect(try await eventLoop.submit { off.eventLoop() == nil }.get())
     }
 
+    @Test("inline writes: slow writes in a row double the time on the disk threads up to the maximum; a later one starts over")
+    func inlineWritesBackoff() async throws {
+        let inline = InlineWrites(limit: .milliseconds(20), backoff: .milliseconds(20), maxBackoff: .milliseconds(100), root: "/r", logger: Logger(label: "test"))
+        inline.record(.milliseconds(30))
+        #expect(inline.currentBackoffTime == .milliseconds(20))
+        inline.record(.milliseconds(30))  // still on the threads: slow again at once
+        #expect(inline.currentBackoffTime == .milliseconds(40))
+        inline.record(.milliseconds(30))
+        inline.record(.milliseconds(30))
+        #expect(inline.currentBackoffTime == .milliseconds(100))  // 80, then capped
+        try await Task.sleep(for: .milliseconds(400))  // well past the window and one more backoff
+        inline.record(.milliseconds(30))
+        #expect(inline.currentBackoffTime == .milliseconds(20))
+    }
+
     @Test("config: keys decode with defaults; bad values are located errors")
     func configuration() throws {
         var registry = PluginRegistry()

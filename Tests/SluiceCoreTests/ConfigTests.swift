@@ -217,6 +217,9 @@ shutdown:
         #expect(ConfigDuration(parsing: "1m30s")?.duration == .seconds(90))
         #expect(ConfigDuration(parsing: "30") == nil)
         #expect(ConfigDuration(parsing: "soon") == nil)
+        for text in ["250us", "20ms", "1s", "90s", "1m", "2h"] {
+            #expect(ConfigDuration(parsing: text)?.description == text)
+        }
     }
 
     @Test func addresses() {

@@ -27,7 +27,8 @@ import SluiceCore
 /// - `inline_writes` (duration, default `20ms`): writes to the temporary file run on
 ///   the connection's own event-loop thread (no hand-off to a disk thread, like nginx)
 ///   while each takes less than this; a slower one (the kernel throttling writers, a
-///   busy disk) moves the sink's writes to its disk threads for a second. `0s`: always
+///   busy disk) moves the sink's writes to its disk threads for a second, doubling up to a
+///   minute while writes stay slow. `0s`: always
 ///   on the disk threads — for file systems that can hang, such as NFS.
 ///
 /// ```yaml
@@ -52,7 +53,7 @@ public enum DiskSinkPlugin: SinkPlugin {
         ConfigKey("create_directories", "bool", default: "\(Configuration.defaultCreateDirectories)", "Create the subdirectories a rendered name needs; when false a missing directory refuses the upload."),
         ConfigKey("file_mode", "octal string", default: "none", "Permissions of stored files, such as \"0640\"; without it 0666 minus the umask."),
         ConfigKey("inline_writes", "duration", default: "\(Configuration.defaultInlineWrites)",
-                  "Writes run on the connection's own event-loop thread (no hand-off to a disk thread) while each takes less than this; a slower one moves the sink's writes to its disk threads for 1s. 0s: always on the disk threads (for file systems that can hang, such as NFS)."),
+                  "Writes run on the connection's own event-loop thread (no hand-off to a disk thread) while each takes less than this; a slower one moves the sink's writes to its disk threads for 1s, doubling up to 1m while writes stay slow. 0s: always on the disk threads (for file systems that can hang, such as NFS)."),
         ConfigKey("memory_buffer", "size", default: "\(Configuration.defaultMemoryBuffer)",
                   "Uploads are gathered in memory up to this size: one that ends within it is written with a single create-write-close and holds no file descriptor while it arrives; larger ones stream into a temporary file. 0 opens the file at the first byte."),
     ]

@@ -1,4 +1,5 @@
 import Logging
+import SluiceCore
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -16,7 +17,9 @@ import Synchronization
 /// A write can also block: the kernel throttles writers while too much dirty data waits
 /// for the disk, and then every connection on that event loop would wait too. So each
 /// inline write is timed, and one slower than ``limit`` sends this sink's writes to its
-/// disk threads for ``backoff``, after which they are tried inline again. Creating,
+/// disk threads for ``backoff``, after which they are tried inline again; a slow write
+/// soon after that doubles the time on the threads (up to ``maxBackoff``), so a disk
+/// that stays slow costs an event loop one slow write a minute at most. Creating,
 /// closing, renaming and fsyncing files always run on the disk threads (they take
 /// directory locks, or wait for the disk by design).
 final class InlineWrites: Sendable {
@@ -26,15 +29,22 @@ final class InlineWrites: Sendable {
     let backoff: TimeAmount
     private let logger: Logger
     private let root: String
+    /// The longest time on the disk threads after repeated slow writes.
+    let maxBackoff: TimeAmount
     /// Until when (`NIODeadline.uptimeNanoseconds`) writes go to the disk threads.
     private let threadsUntil = Atomic<UInt64>(0)
+    /// The current time on the threads after a slow write, in nanoseconds.
+    private let currentBackoff: Atomic<Int64>
     private let noticed = Atomic<Bool>(false)
 
     static let defaultBackoff = TimeAmount.seconds(1)
+    static let defaultMaxBackoff = TimeAmount.seconds(60)
 
-    init(limit: TimeAmount, backoff: TimeAmount = defaultBackoff, root: String, logger: Logger) {
+    init(limit: TimeAmount, backoff: TimeAmount = defaultBackoff, maxBackoff: TimeAmount = defaultMaxBackoff, root: String, logger: Logger) {
         self.limit = limit
         self.backoff = backoff
+        self.maxBackoff = max(backoff, maxBackoff)
+        self.currentBackoff = Atomic(backoff.nanoseconds)
         self.root = root
         self.logger = logger
     }
@@ -48,12 +58,21 @@ final class InlineWrites: Sendable {
         return eventLoop
     }
 
+    /// How long the next switch to the disk threads lasts (doubles while writes stay slow).
+    var currentBackoffTime: TimeAmount { .nanoseconds(currentBackoff.load(ordering: .relaxed)) }
+
     /// Records how long an inline write took.
     func record(_ took: TimeAmount) {
         guard took > limit else { return }
-        let until = NIODeadline.now() + backoff
-        threadsUntil.store(until.uptimeNanoseconds, ordering: .relaxed)
-        let message: Logger.Message = "a write under \(root) took \(took.nanoseconds / 1_000_000) ms on an event loop (inline_writes \(limit.nanoseconds / 1_000_000) ms): writes go to the disk threads for \(backoff.nanoseconds / 1_000_000) ms"
+        let now = NIODeadline.now()
+        // Slow again within one backoff of going back inline: double it; otherwise start over.
+        let previous = currentBackoff.load(ordering: .relaxed)
+        let recentlyBack = now.uptimeNanoseconds < threadsUntil.load(ordering: .relaxed) &+ UInt64(previous)
+        let next = recentlyBack ? min(previous * 2, maxBackoff.nanoseconds) : backoff.nanoseconds
+        currentBackoff.store(next, ordering: .relaxed)
+        threadsUntil.store((now + .nanoseconds(next)).uptimeNanoseconds, ordering: .relaxed)
+        func text(_ nanoseconds: Int64) -> String { "\(ConfigDuration(.nanoseconds(nanoseconds)))" }
+        let message: Logger.Message = "a write under \(root) took \(text(took.nanoseconds)) on an event loop (inline_writes \(text(limit.nanoseconds))): writes go to the disk threads for \(text(next))"
         if noticed.exchange(true, ordering: .relaxed) {
             logger.debug(message)
         } else {

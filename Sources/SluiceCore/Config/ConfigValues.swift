@@ -121,6 +121,10 @@ public struct ConfigDuration: Sendable, Hashable, Comparable, Decodable, CustomS
     }
 
     public var description: String {
+        // Below a millisecond (inline_writes: 500us), microseconds, which parse back.
+        if duration > .zero, duration < .milliseconds(1) {
+            return "\(Int64((seconds * 1_000_000).rounded()))us"
+        }
         let ms = Int64((seconds * 1000).rounded())
         if ms % 3_600_000 == 0, ms > 0 { return "\(ms / 3_600_000)h" }
         if ms % 60_000 == 0, ms > 0 { return "\(ms / 60_000)m" }
