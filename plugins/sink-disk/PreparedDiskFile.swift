@@ -56,9 +56,9 @@ struct Placement: Sendable {
         // and the ones that gained an entry are fsynced.
         var chain: [Int32] = [rootFD]
         defer { for fd in chain { FileSystemCalls.closeQuietly(fd) } }
-        let tempFD = openat(rootFD, DiskSink.tempDirectoryName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard tempFD >= 0 else { throw FileSystemCalls.failure("open", DiskSink.tempDirectoryName, errno) }
-        defer { FileSystemCalls.closeQuietly(tempFD) }
+        // Opened only when needed: an anonymous file linked under a free name never needs it.
+        let temporaries = TemporaryDirectory(root: rootFD)
+        defer { temporaries.close() }
 
         var firstChanged: Int?  // index in `chain` of the first directory that gained an entry
         for (i, component) in directories.enumerated() {
@@ -89,10 +89,10 @@ struct Placement: Sendable {
         let parent = chain[chain.count - 1]
         let directoryPrefix = directories.isEmpty ? "" : directories.joined(separator: "/") + "/"
 
-        let stored = try rename(from: tempFD, into: parent, base: base, prefix: directoryPrefix)
+        let stored = try rename(from: temporaries, into: parent, base: base, prefix: directoryPrefix)
         do {
             for sidecar in sidecars {
-                try writeSidecar(sidecar, tempFD: tempFD, parent: parent, objectName: stored, prefix: directoryPrefix)
+                try writeSidecar(sidecar, tempFD: temporaries.fd(), parent: parent, objectName: stored, prefix: directoryPrefix)
             }
         } catch {
             // All or nothing: a receipt is only sent for an object with its sidecars.
@@ -109,7 +109,7 @@ struct Placement: Sendable {
     }
 
     /// Renames the temporary file to `base` (or a `unique` variant) in `parent`; returns the name used.
-    private func rename(from tempFD: Int32, into parent: Int32, base: String, prefix: String) throws -> String {
+    private func rename(from temporaries: TemporaryDirectory, into parent: Int32, base: String, prefix: String) throws -> String {
         func refuse(_ candidate: String, _ code: Int32) -> SluiceError {
             switch code {
             case EEXIST, EISDIR, ENOTEMPTY:
@@ -119,8 +119,9 @@ struct Placement: Sendable {
             }
         }
         if temp.isAnonymous {
-            return try link(into: parent, base: base, prefix: prefix, tempFD: tempFD, refuse: refuse)
+            return try link(into: parent, base: base, prefix: prefix, temporaries: temporaries, refuse: refuse)
         }
+        let tempFD = try temporaries.fd()
         switch policy {
         case .fail:
             let code = FileSystemCalls.renameNoReplace(tempFD, temp.name, parent, base)
@@ -145,7 +146,7 @@ struct Placement: Sendable {
     /// under the conflict policy; returns the name used. `linkat(2)` never replaces an
     /// existing name, so `fail` and `unique` are atomic as they stand; `overwrite` links a
     /// file that finds its name taken under a temporary name and renames it over the old one.
-    private func link(into parent: Int32, base: String, prefix: String, tempFD: Int32, refuse: (String, Int32) -> SluiceError) throws -> String {
+    private func link(into parent: Int32, base: String, prefix: String, temporaries: TemporaryDirectory, refuse: (String, Int32) -> SluiceError) throws -> String {
         let source = temp.descriptorPath
         func link(_ directory: Int32, _ name: String) -> Int32 {
             linkat(AT_FDCWD, source, directory, name, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno
@@ -168,6 +169,7 @@ struct Placement: Sendable {
             if code == 0 { return base }
             guard code == EEXIST else { throw refuse(base, code) }
             // A name in the temporary directory (swept at start should a crash leave it), then an atomic replace.
+            let tempFD = try temporaries.fd()
             let name = TemporaryNames.next()
             let path = root + "/" + DiskSink.tempDirectoryName + "/" + name
             InFlightTemporaries.insert(path)
@@ -229,5 +231,27 @@ struct Placement: Sendable {
             unlinkat(tempFD, tempName, 0)
             throw FileSystemCalls.failure("store", prefix + target, code)
         }
+    }
+}
+
+/// `<root>/.sluice-tmp`, opened (without following a symbolic link) on first use and
+/// closed by ``close()``. Used on the disk pool's thread only, within one placement.
+private final class TemporaryDirectory {
+    private let root: Int32
+    private var descriptor: Int32 = -1
+
+    init(root: Int32) { self.root = root }
+
+    func fd() throws -> Int32 {
+        if descriptor < 0 {
+            descriptor = openat(root, DiskSink.tempDirectoryName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard descriptor >= 0 else { throw FileSystemCalls.failure("open", DiskSink.tempDirectoryName, errno) }
+        }
+        return descriptor
+    }
+
+    func close() {
+        if descriptor >= 0 { FileSystemCalls.closeQuietly(descriptor) }
+        descriptor = -1
     }
 }
