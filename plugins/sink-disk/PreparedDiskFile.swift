@@ -47,6 +47,7 @@ struct Placement: Sendable {
 
     /// Renames the file into place and returns its path relative to the root.
     func place() throws -> String {
+        if let placed = try linkDirectly() { return placed }
         let components = name.split(separator: "/").map(String.init)
         let directories = components.dropLast()
         let base = components[components.count - 1]
@@ -106,6 +107,19 @@ struct Placement: Sendable {
             }
         }
         return directoryPrefix + stored
+    }
+
+    /// The common case in one call: an anonymous file, a name without directories, no
+    /// sidecars, no fsync — linked straight to `<root>/<name>`, without opening the root
+    /// (`linkat(2)` never follows or replaces the final component, as with the root's
+    /// descriptor). Returns `nil` when this does not apply or the name is taken (the full
+    /// path then applies the conflict policy).
+    private func linkDirectly() throws -> String? {
+        guard temp.isAnonymous, !fsync, sidecars.isEmpty, !name.contains("/") else { return nil }
+        if linkat(AT_FDCWD, temp.descriptorPath, AT_FDCWD, root + "/" + name, AT_SYMLINK_FOLLOW) == 0 { return name }
+        let code = errno
+        guard code == EEXIST else { throw FileSystemCalls.failure("store", name, code) }
+        return nil
     }
 
     /// Renames the temporary file to `base` (or a `unique` variant) in `parent`; returns the name used.
