@@ -99,21 +99,4 @@ struct PrebufferTests {
         #expect(server.logs.outcomes.isEmpty)
         #expect(server.scratch.files(in: "root").isEmpty)
     }
-
-    @Test("idle_timeout while gathering: the upload fails with timeout and nothing is stored")
-    func idleWhileGathering() async throws {
-        // 2s: the idle clock starts at the accept; under a loaded run (CI runs every suite at
-        // once on 2 cores) the client's first write has come more than 300 ms later three times running.
-        let server = try await TestServer.start(listener: "prebuffer: 64KiB\nidle_timeout: 2s")
-        defer { server.scratch.remove() }
-        var stalled: (line: String, outcome: LogCapture.Entry)?
-        for _ in 0..<3 where stalled == nil {
-            stalled = try await Client.stall("a few bytes, then silence", server: server)
-        }
-        #expect(errorCode(stalled?.line ?? "") == "timeout")
-        #expect(stalled?.outcome.metadata["code"] == "timeout")
-        await server.generation.shutdown()
-        #expect(server.scratch.files(in: "root").isEmpty)
-        #expect(server.scratch.temporaries(root: "root").isEmpty)
-    }
 }

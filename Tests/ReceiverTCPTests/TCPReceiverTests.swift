@@ -166,10 +166,14 @@ struct TCPReceiverTests {
         #expect(server.logs.all.filter { $0.message.contains("not an upload") }.count == 2)
     }
 
-    @Test("idle_timeout closes a stalled upload and discards it")
-    func idleTimeout() async throws {
-        // 2s: the idle clock starts at the accept, and a loaded run can delay the client's first write.
-        let server = try await TestServer.start(listener: "idle_timeout: 2s")
+    /// With a prebuffer the stalled bytes are still being gathered (no upload started yet):
+    /// the upload starts with them and fails the same way.
+    @Test("idle_timeout closes a stalled upload and discards it (started, or still gathering its prebuffer)",
+          arguments: ["prebuffer: 0", "prebuffer: 64KiB"])
+    func idleTimeout(prebuffer: String) async throws {
+        // 2s: the idle clock starts at the accept, and a loaded run (CI runs every suite at once
+        // on 2 cores) has delayed the client's first write past 300 ms three times running.
+        let server = try await TestServer.start(listener: "\(prebuffer)\nidle_timeout: 2s")
         defer { server.scratch.remove() }
         var stalled: (line: String, outcome: LogCapture.Entry)?
         for _ in 0..<3 where stalled == nil {

@@ -343,9 +343,7 @@ struct TempFile: Sendable {
                 // Closing frees an anonymous file that was not linked: nothing to remove.
                 defer { FileSystemCalls.closeQuietly(fd) }
                 try FileSystemCalls.writeAll(fd: fd, bytes, what: "the temporary file")
-                if sync, fsync(fd) != 0 {
-                    throw FileSystemCalls.failure("fsync", "the temporary file", errno)
-                }
+                try syncIfAsked(fd, sync)
                 return try placement(temp).place()
             }
         }
@@ -385,9 +383,7 @@ struct TempFile: Sendable {
         let fd = try openNew(temp, mode: mode)
         do {
             try FileSystemCalls.writeAll(fd: fd, bytes, what: "the temporary file")
-            if sync, fsync(fd) != 0 {
-                throw FileSystemCalls.failure("fsync", "the temporary file", errno)
-            }
+            try syncIfAsked(fd, sync)
         } catch {
             FileSystemCalls.closeQuietly(fd)
             unlink(temp.path)
@@ -437,9 +433,7 @@ struct TempFile: Sendable {
             // Linked into place through its descriptor, then closed (closing an unlinked one frees it).
             return try await FileSystemCalls.run(syncs: sync) {
                 defer { FileSystemCalls.closeQuietly(fd) }
-                if sync, fsync(fd) != 0 {
-                    throw FileSystemCalls.failure("fsync", "the temporary file", errno)
-                }
+                try Self.syncIfAsked(fd, sync)
                 return try placement.place()
             }
         }
@@ -454,6 +448,13 @@ struct TempFile: Sendable {
         }
         InFlightTemporaries.remove(path)
         return location
+    }
+
+    /// Blocking: fsyncs `fd` when `sync` is set.
+    private static func syncIfAsked(_ fd: Int32, _ sync: Bool) throws {
+        if sync, fsync(fd) != 0 {
+            throw FileSystemCalls.failure("fsync", "the temporary file", errno)
+        }
     }
 
     /// Blocking: optionally fsyncs, then closes `fd` (closed even when this throws).
