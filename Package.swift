@@ -137,7 +137,7 @@ let exampleTargets: [Target] = [
 let tests: [(name: String, dependencies: [Target.Dependency])] = [
     ("SluiceCoreTests", []),
     ("SluiceRuntimeTests", ["SluiceRuntime", logging]),
-    ("ReceiverTCPTests", ["ReceiverTCP", "SluiceRuntime", logging]),
+    ("ReceiverTCPTests", ["ReceiverTCP", "SluiceRuntime", logging, product("NIOEmbedded", "swift-nio")]),
     ("ReceiverHTTPTests", ["ReceiverHTTP", "SluiceRuntime", metrics, product("Prometheus", "swift-prometheus"), product("HTTPTypes", "swift-http-types")]),
     ("StageCompressTests", ["StageCompress", "StageDecompress", "SluiceRuntime"]),
     ("StageDecompressTests", ["StageDecompress", "StageCompress", "SluiceRuntime"]),

@@ -1,8 +1,11 @@
 import Foundation
 import NIOCore
+import NIOEmbedded
 import SluiceCore
 import SluiceTestKit
 import Testing
+
+@testable import ReceiverTCP
 
 /// `prebuffer`: a connection gathers its first bytes before its upload starts.
 @Suite("tcp receiver: prebuffer", .timeLimit(.minutes(1)))
@@ -98,5 +101,34 @@ struct PrebufferTests {
         await server.generation.shutdown()
         #expect(server.logs.outcomes.isEmpty)
         #expect(server.scratch.files(in: "root").isEmpty)
+    }
+}
+
+@Suite("tcp receiver: connections waiting for their first byte")
+struct WaitingConnectionsTests {
+    private func connection() throws -> (TCPReceiver.Connection, EmbeddedChannel, EventLoopPromise<Bool>) {
+        let channel = EmbeddedChannel()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let ready = channel.eventLoop.makePromise(of: Bool.self)
+        let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+        return (TCPReceiver.Connection(channel: async, ready: ready.futureResult, race: ShutdownRace()), channel, ready)
+    }
+
+    @Test("graceful shutdown closes silent connections, including one accepted after it began; one that sent a byte stays")
+    func closeIdle() throws {
+        let waiting = WaitingConnections()
+        let (before, beforeChannel, beforeReady) = try connection()
+        let (gathering, gatheringChannel, gatheringReady) = try connection()
+        #expect(gathering.race.startUpload())  // its first byte arrived
+        waiting.add(before)
+        waiting.add(gathering)
+        waiting.closeIdle()
+        let (after, afterChannel, afterReady) = try connection()
+        waiting.add(after)  // accepted while the listener was closing
+        #expect(!beforeChannel.isActive)
+        #expect(!afterChannel.isActive)
+        #expect(gatheringChannel.isActive)
+        for promise in [beforeReady, gatheringReady, afterReady] { promise.succeed(false) }
+        _ = try? gatheringChannel.finish()
     }
 }

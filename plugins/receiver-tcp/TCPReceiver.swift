@@ -330,6 +330,9 @@ final class WaitingConnections: Sendable {
     private struct State {
         var waiting: [ObjectIdentifier: TCPReceiver.Connection] = [:]
         var acceptEnded = false
+        /// Set by ``closeIdle()``: connections still accepted after it are closed as they come
+        /// unless they already sent a byte.
+        var shuttingDown = false
     }
 
     private let state = Mutex(State())
@@ -343,9 +346,16 @@ final class WaitingConnections: Sendable {
     /// Keeps `connection` until its upload may start (or it ends without one).
     func add(_ connection: TCPReceiver.Connection) {
         let key = ObjectIdentifier(connection.channel.channel)
-        state.withLock { _ = $0.waiting.updateValue(connection, forKey: key) }
+        let shuttingDown = state.withLock { state in
+            state.waiting.updateValue(connection, forKey: key)
+            return state.shuttingDown
+        }
         connection.ready.whenComplete { result in
             self.resolve(key, result)
+        }
+        // Accepted while the listener was closing: treated as the connections closeIdle() saw.
+        if shuttingDown, connection.race.closeIfWaiting() {
+            connection.channel.channel.close(promise: nil)
         }
     }
 
@@ -370,7 +380,11 @@ final class WaitingConnections: Sendable {
     /// Graceful shutdown: closes the connections that have not sent a byte (they have
     /// nothing in flight); those gathering an upload's first bytes go on.
     func closeIdle() {
-        for connection in snapshot() where connection.race.closeIfWaiting() {
+        let connections = state.withLock { state in
+            state.shuttingDown = true
+            return Array(state.waiting.values)
+        }
+        for connection in connections where connection.race.closeIfWaiting() {
             connection.channel.channel.close(promise: nil)
         }
     }
