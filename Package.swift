@@ -76,10 +76,12 @@ let pluginTargets: [Target] = plugins.map { plugin in
 
 let coreTargets: [Target] = [
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+    // Linux calls Swift's Glibc module leaves out (splice, pipe sizes).
+    .target(name: "CLinux", path: "Sources/CLinux"),
     .target(
         name: "SluiceCore",
         dependencies: nio + [
-            "CZlib", product("_NIOFileSystem", "swift-nio"), logging, metrics,
+            "CZlib", "CLinux", product("_NIOFileSystem", "swift-nio"), logging, metrics,
             product("Crypto", "swift-crypto"), lifecycle, product("Yams", "Yams"),
             product("DequeModule", "swift-collections"),
         ],

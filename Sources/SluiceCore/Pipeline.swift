@@ -222,7 +222,11 @@ final class StageMeter: Sendable {
 
     /// `body` with its chunks metered at `index`, and counted as received by `counting`.
     func wrap(_ body: UploadBody, index: Int, counting context: UploadContext? = nil) -> UploadBody {
-        UploadBody(MeteredBody(base: body, meter: self, index: index, received: context))
+        let metered = MeteredBody(base: body, meter: self, index: index, received: context)
+        guard body.offersPipedPieces else { return UploadBody(metered) }
+        return UploadBody(metered) { [self] in
+            MeteredPieces(base: body.makePieceIterator(), meter: self, index: index, received: context)
+        }
     }
 
     func add(index: Int, bytes: Int, nanos: Int64) {
@@ -264,6 +268,24 @@ private struct MeteredBody: AsyncSequence, Sendable {
             if let received, bytes > 0 { received.addReceived(bytes) }
             return chunk
         }
+    }
+}
+
+/// ``MeteredBody`` for a body read as pieces (bytes in a pipe count like bytes read).
+private struct MeteredPieces: BodyPieceIterator {
+    var base: any BodyPieceIterator
+    let meter: StageMeter
+    let index: Int
+    let received: UploadContext?
+
+    mutating func next(allowPipe: Bool) async throws -> BodyPiece? {
+        let start = ContinuousClock.now
+        let piece = try await base.next(allowPipe: allowPipe)
+        let d = (ContinuousClock.now - start).components
+        let bytes = piece?.count ?? 0
+        meter.add(index: index, bytes: bytes, nanos: d.seconds * 1_000_000_000 + d.attoseconds / 1_000_000_000)
+        if let received, bytes > 0 { received.addReceived(bytes) }
+        return piece
     }
 }
 

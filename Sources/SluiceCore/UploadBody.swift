@@ -16,6 +16,9 @@ public struct UploadBody: AsyncSequence, Sendable {
     public typealias Failure = any Error
 
     private let makeBase: @Sendable () -> any AsyncIteratorProtocol<ByteBuffer, any Error>
+    /// The body as pieces that may sit in a kernel pipe (see ``makePieceIterator()``);
+    /// `nil` when its source cannot splice or a layer reads the bytes.
+    private let makePieces: (@Sendable () -> any BodyPieceIterator)?
 
     /// Wraps any sendable sequence of `ByteBuffer`s.
     public init<Base: AsyncSequence & Sendable>(_ base: Base) where Base.Element == ByteBuffer {
@@ -24,7 +27,19 @@ public struct UploadBody: AsyncSequence, Sendable {
             return
         }
         self.makeBase = { ErasedIterator(base: base.makeAsyncIterator()) }
+        self.makePieces = nil
     }
+
+    /// A body whose source can also hand its bytes to the kernel: `pieces` makes an
+    /// iterator over the same bytes as `base` that may yield ``BodyPiece/piped(_:count:)``
+    /// pieces (a receiver whose socket can be spliced). A consumer uses one of the two.
+    public init<Base: AsyncSequence & Sendable>(
+        _ base: Base, pieces: @escaping @Sendable () -> any BodyPieceIterator
+    ) where Base.Element == ByteBuffer {
+        self.makeBase = { ErasedIterator(base: base.makeAsyncIterator()) }
+        self.makePieces = pieces
+    }
+
 
     /// A body that yields `chunks` in order.
     public init(chunks: [ByteBuffer]) {
@@ -38,12 +53,33 @@ public struct UploadBody: AsyncSequence, Sendable {
         AsyncIterator(base: makeBase())
     }
 
+    /// Whether ``makePieceIterator()`` may yield bytes in a kernel pipe: the source can
+    /// splice, and every layer between it and here only counts bytes.
+    public var offersPipedPieces: Bool { makePieces != nil }
+
+    /// Reads the body as ``BodyPiece``s instead of chunks (use this or
+    /// ``makeAsyncIterator()``, not both): a sink that writes to a file descriptor can
+    /// then take bytes that never enter the process. When the body does not offer piped
+    /// pieces, every piece is a chunk of bytes.
+    public func makePieceIterator() -> any BodyPieceIterator {
+        if let makePieces { return makePieces() }
+        return ChunkPieces(base: makeAsyncIterator())
+    }
+
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: any AsyncIteratorProtocol<ByteBuffer, any Error>
 
         public mutating func next() async throws -> ByteBuffer? {
             try await base.next()
         }
+    }
+}
+
+/// A body's chunks as pieces of bytes.
+private struct ChunkPieces: BodyPieceIterator {
+    var base: UploadBody.AsyncIterator
+    mutating func next(allowPipe: Bool) async throws -> BodyPiece? {
+        try await base.next().map { .bytes($0) }
     }
 }
 
@@ -99,6 +135,18 @@ extension UploadBody {
         UploadBody(TransformedBody(base: self, makeTransform: makeTransform))
     }
 
+    /// Returns a body that passes every chunk through a transform that only counts
+    /// bytes; unlike other transforms, it keeps the body's piped pieces.
+    public func transformed<T: ByteCountingTransform>(
+        _ makeTransform: @escaping @Sendable () -> T
+    ) -> UploadBody {
+        let chunks = TransformedBody(base: self, makeTransform: makeTransform)
+        guard let makePieces else { return UploadBody(chunks) }
+        return UploadBody(chunks) {
+            CountingPieces(base: makePieces(), transform: makeTransform())
+        }
+    }
+
     /// Returns a body that calls `observe` with each chunk before passing it on unchanged,
     /// and `onEnd` once the body ends without error.
     public func observed(
@@ -128,17 +176,41 @@ private struct ObservingTransform: ChunkTransform {
     }
 }
 
-private struct LimitTransform: ChunkTransform {
+private struct LimitTransform: ByteCountingTransform {
     let limit: Int64
     var seen: Int64 = 0
     mutating func process(_ chunk: ByteBuffer) throws -> ByteBuffer? {
-        seen += Int64(chunk.readableBytes)
+        try count(chunk.readableBytes)
+        return chunk
+    }
+    mutating func count(_ count: Int) throws {
+        seen += Int64(count)
         if seen > limit {
             throw SluiceError(.payloadTooLarge, "upload exceeds the maximum size of \(ByteSize(limit))")
         }
-        return chunk
     }
     mutating func finish() throws -> ByteBuffer? { nil }
+}
+
+/// A body's pieces through a ``ByteCountingTransform``.
+private struct CountingPieces<T: ByteCountingTransform>: BodyPieceIterator {
+    var base: any BodyPieceIterator
+    var transform: T
+    var finished = false
+
+    mutating func next(allowPipe: Bool) async throws -> BodyPiece? {
+        guard !finished else { return nil }
+        guard let piece = try await base.next(allowPipe: allowPipe) else {
+            finished = true
+            _ = try await transform.finish()
+            return nil
+        }
+        switch piece {
+        case .bytes(let chunk): _ = try await transform.process(chunk)
+        case .piped(_, let count): try transform.count(count)
+        }
+        return piece
+    }
 }
 
 struct TransformedBody<T: ChunkTransform>: AsyncSequence, Sendable {

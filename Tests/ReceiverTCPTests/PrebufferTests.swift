@@ -111,7 +111,7 @@ struct WaitingConnectionsTests {
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         let ready = channel.eventLoop.makePromise(of: Bool.self)
         let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-        return (TCPReceiver.Connection(channel: async, ready: ready.futureResult, race: ShutdownRace()), channel, ready)
+        return (TCPReceiver.Connection(channel: async, ready: ready.futureResult, race: ShutdownRace(), splicer: nil), channel, ready)
     }
 
     @Test("graceful shutdown closes silent connections, including one accepted after it began; one that sent a byte stays")

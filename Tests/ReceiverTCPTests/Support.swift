@@ -202,9 +202,7 @@ struct TestServer {
             sink:
               type: disk
               root: \(scratch.path)/root
-              # The tests see that an upload started by its temporary file appearing.
-              memory_buffer: 0
-        \(indent(sink, 6))
+        \(indent(sink.contains("memory_buffer:") ? sink : sink + "\n# The tests see that an upload started by its temporary file appearing.\nmemory_buffer: 0", 6))
         """
         let logs = LogCapture()
         let config = try LoadedConfig.parse(yaml, file: "test.yaml", registry: testRegistry)

@@ -70,11 +70,14 @@ public struct TCPReceiver: Receiver {
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         let ready: EventLoopFuture<Bool>
         let race: ShutdownRace
+        /// Set when the upload may be spliced into its file (`splice`, `framing: stream`).
+        let splicer: ConnectionSplicer?
     }
 
     public func run() async throws {
         let idleTimeout = TimeAmount.nanoseconds(Self.nanoseconds(configuration.idleTimeout.duration))
         let prebuffer = Int(clamping: configuration.effectivePrebuffer.bytes)
+        let splice = configuration.splice && configuration.framing == .stream
         let logger = self.logger
         let listenAddress = "\(configuration.listen)"
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -104,6 +107,12 @@ public struct TCPReceiver: Receiver {
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionWatchdog(timeout: idleTimeout, prebuffer: prebuffer, ready: ready, race: race, pace: pace)
                     )
+                    var splicer: ConnectionSplicer?
+                    if splice {
+                        let handler = SpliceHandler(pace: pace)
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                        splicer = ConnectionSplicer(handler, eventLoop: channel.eventLoop)
+                    }
                     let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(
@@ -112,7 +121,7 @@ public struct TCPReceiver: Receiver {
                             outboundType: ByteBuffer.self
                         )
                     )
-                    return Connection(channel: async, ready: ready.futureResult, race: race)
+                    return Connection(channel: async, ready: ready.futureResult, race: race, splicer: splicer)
                 }
             }
 
@@ -209,7 +218,7 @@ public struct TCPReceiver: Receiver {
                 }
                 defer { gate.release() }
 
-                let upload = makeUpload(inbound, remote: channel.remoteAddress, logger: logger)
+                let upload = makeUpload(inbound, splicer: connection.splicer, remote: channel.remoteAddress, logger: logger)
                 let answer: ByteBuffer
                 do {
                     answer = ByteBuffer(string: try await pipeline.process(upload).jsonLine() + "\n")
@@ -224,7 +233,9 @@ public struct TCPReceiver: Receiver {
         }
     }
 
-    private func makeUpload(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, remote: SocketAddress?, logger: ConnectionLogger) -> Upload {
+    private func makeUpload(
+        _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, splicer: ConnectionSplicer?, remote: SocketAddress?, logger: ConnectionLogger
+    ) -> Upload {
         var metadata = UploadMetadata(
             name: "",
             listener: name,
@@ -232,7 +243,12 @@ public struct TCPReceiver: Receiver {
             mode: configuration.framing == .lines ? .records : .object
         )
         metadata.name = uploadName(metadata)
-        var body = UploadBody(ConnectionBody(inbound: inbound)).limited(to: configuration.maxUploadSize.bytes)
+        let chunks = ConnectionBody(inbound: inbound)
+        var body = UploadBody(chunks)
+        if let splicer {
+            body = UploadBody(chunks) { SplicingPieces(chunks: chunks.makeAsyncIterator(), splicer: splicer) }
+        }
+        body = body.limited(to: configuration.maxUploadSize.bytes)
         if configuration.framing == .lines {
             let maxLength = Int(clamping: configuration.maxRecordLength.bytes)
             let policy = configuration.onLongRecord
@@ -423,13 +439,18 @@ struct ConnectionBody: AsyncSequence, Sendable {
                 // Never let a cancelled read pass for the end of the upload.
                 if Task.isCancelled { throw CancellationError() }
                 return nil
-            } catch let error as SluiceError {
-                throw error
-            } catch is CancellationError {
-                throw SluiceError(.shuttingDown, "the server stopped before the upload completed")
             } catch {
-                throw SluiceError(.clientAborted, "the connection failed: \(error)", cause: error)
+                throw ConnectionBody.failure(error)
             }
+        }
+    }
+
+    /// What a failure to read the connection means for its upload.
+    static func failure(_ error: any Error) -> SluiceError {
+        switch error {
+        case let error as SluiceError: error
+        case is CancellationError: SluiceError(.shuttingDown, "the server stopped before the upload completed")
+        default: SluiceError(.clientAborted, "the connection failed: \(error)", cause: error)
         }
     }
 }

@@ -67,6 +67,8 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
         ConfigKey("receipt", "bool", default: "\(Configuration.defaultReceipt)", "Write one JSON receipt line after the commit (or a JSON error line on failure) before closing."),
         ConfigKey("prebuffer", "size", default: "\(Configuration.defaultPrebuffer) (stream), 0 (lines)",
                   "Bytes a connection gathers before its upload starts (takes an upload slot, enters the pipeline); a connection still gathering holds neither. 0: start at the first byte. At most \(Configuration.maxPrebuffer)."),
+        ConfigKey("splice", "bool", default: "\(Configuration.defaultSplice)",
+                  "framing: stream only. Past the sink's memory_buffer, move the bytes from the socket to the file in the kernel (Linux splice) when the pipeline has no stage that reads them and its sink writes files (disk): one copy instead of two. false: always read them into memory."),
         ConfigKey("max_record_length", "size", default: "\(Configuration.defaultMaxRecordLength)", "framing: lines only. The longest record, without its newline."),
         ConfigKey("on_long_record", "truncate | reject", default: Configuration.defaultOnLongRecord.rawValue,
                   "framing: lines only. truncate: keep the first max_record_length bytes and a newline (logged as a warning); reject: fail the upload."),
@@ -117,6 +119,7 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
         public static let defaultPrebuffer = ByteSize.kibibytes(16)
         public static let maxPrebuffer = ByteSize.mebibytes(16)
         public static let defaultOnLongRecord = LongRecordPolicy.truncate
+        public static let defaultSplice = true
 
         /// Placeholders a receiver-side name cannot use: they are only known after the body was read,
         /// or they are the name itself.
@@ -137,6 +140,8 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
         public var onLongRecord: LongRecordPolicy
         /// `nil`: the framing's default (see ``effectivePrebuffer``).
         public var prebuffer: ByteSize?
+        /// Whether a `stream` upload may be spliced from the socket into its file.
+        public var splice: Bool
 
         /// The bytes gathered before an upload starts: `prebuffer`, or 16KiB for `stream`
         /// and 0 for `lines` (records reach the sink as they arrive).
@@ -158,6 +163,7 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
             self.receipt = Self.defaultReceipt
             self.maxRecordLength = Self.defaultMaxRecordLength
             self.onLongRecord = Self.defaultOnLongRecord
+            self.splice = Self.defaultSplice
         }
 
         enum CodingKeys: String, CodingKey {
@@ -170,7 +176,7 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
             case idleTimeout = "idle_timeout"
             case maxRecordLength = "max_record_length"
             case onLongRecord = "on_long_record"
-            case prebuffer
+            case prebuffer, splice
         }
 
         public init(from decoder: any Decoder) throws {
@@ -216,6 +222,9 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
             guard maxRecordLength.bytes >= 1 else { throw decoder.configIssue("max_record_length", "must be at least 1 byte") }
             self.onLongRecord = longRecord ?? Self.defaultOnLongRecord
             self.prebuffer = try c.decodeIfPresent(ByteSize.self, forKey: .prebuffer)
+            let splice = try c.decodeIfPresent(Bool.self, forKey: .splice)
+            if splice != nil, framing != .stream { throw decoder.configIssue("splice", "applies only to framing: stream") }
+            self.splice = splice ?? Self.defaultSplice
             if let prebuffer, prebuffer.bytes > Self.maxPrebuffer.bytes {
                 throw decoder.configIssue("prebuffer", "must be at most \(Self.maxPrebuffer): it is held in memory for every connection")
             }

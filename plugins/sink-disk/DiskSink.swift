@@ -134,10 +134,12 @@ public struct DiskSink: PreparingSink {
     private func write(_ body: UploadBody, context: UploadContext, commitSmall: Bool) async throws -> Written {
         // Without digest placeholders the name is known now: refuse a bad one before reading the body.
         let name = usesDigestPlaceholders ? nil : try checkedName(context)
-        var chunks = body.makeAsyncIterator()
-        let (gathered, overflow) = try await Self.gather(&chunks, limit: Int(clamping: configuration.memoryBuffer.bytes))
+        // Pieces rather than chunks: past `memory_buffer`, a body whose bytes can stay in the
+        // kernel (a spliced socket) goes from its pipe into the file without being read.
+        var pieces = body.makePieceIterator()
+        let (gathered, overflow) = try await Self.gather(&pieces, limit: Int(clamping: configuration.memoryBuffer.bytes))
         if let overflow {
-            return try await writeStreaming(gathered, overflow, &chunks, name: name, context: context, commit: commitSmall)
+            return try await writeStreaming(gathered, overflow, &pieces, name: name, context: context, commit: commitSmall)
         }
         return try await writeGathered(gathered, name: name, context: context, commitSmall: commitSmall)
     }
@@ -152,10 +154,11 @@ public struct DiskSink: PreparingSink {
     /// file descriptor while it arrives (a slow sender costs a socket only). Returns the
     /// bytes gathered and, if the body went on, the chunk that did not fit.
     @inline(never)
-    private static func gather(_ chunks: inout UploadBody.AsyncIterator, limit: Int) async throws -> (ByteBuffer, overflow: ByteBuffer?) {
+    private static func gather(_ pieces: inout any BodyPieceIterator, limit: Int) async throws -> (ByteBuffer, overflow: ByteBuffer?) {
         var gathered = ByteBuffer()
         do {
-            while let chunk = try await chunks.next() {
+            while let piece = try await pieces.next(allowPipe: false) {
+                guard case .bytes(let chunk) = piece else { preconditionFailure("a piped piece while gathering") }
                 if gathered.readableBytes + chunk.readableBytes > limit {
                     return (gathered, chunk)
                 }
@@ -195,7 +198,7 @@ public struct DiskSink: PreparingSink {
     /// the disk pool.
     @inline(never)
     private func writeStreaming(
-        _ gathered: ByteBuffer, _ overflow: ByteBuffer, _ chunks: inout UploadBody.AsyncIterator, name: String?, context: UploadContext,
+        _ gathered: ByteBuffer, _ overflow: ByteBuffer, _ pieces: inout any BodyPieceIterator, name: String?, context: UploadContext,
         commit: Bool
     ) async throws -> Written {
         // A two-step commit (prepare, then commit) needs a name between the steps.
@@ -205,8 +208,11 @@ public struct DiskSink: PreparingSink {
         do {
             try await writer.append(gathered)
             try await writer.append(overflow)
-            while let chunk = try await chunks.next() {
-                try await writer.append(chunk)
+            while let piece = try await pieces.next(allowPipe: true) {
+                switch piece {
+                case .bytes(let chunk): try await writer.append(chunk)
+                case .piped(let pipe, let count): try await writer.append(pipe, count: count)
+                }
             }
             try Task.checkCancellation()
             try await writer.finish()

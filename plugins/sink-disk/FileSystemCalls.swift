@@ -94,6 +94,15 @@ enum FileSystemCalls {
         }
     }
 
+    /// Moves `count` bytes from `pipe` into `fd` (see ``SplicePipe/drain(_:into:path:)``).
+    static func drain(_ pipe: SplicePipe, _ count: Int, into fd: Int32) throws {
+        do {
+            try pipe.drain(count, into: fd, path: "the temporary file")
+        } catch {
+            throw failure("write", "the temporary file", error.code)
+        }
+    }
+
     /// Closes `fd`, ignoring errors (used on failure paths, where the first error is the one to report).
     static func closeQuietly(_ fd: Int32) { SystemCalls.closeQuietly(fd) }
 

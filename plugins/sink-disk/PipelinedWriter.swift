@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import SluiceCore
 import Synchronization
 
 /// Writes an upload's chunks to its temporary file without waiting for each write
@@ -62,6 +63,25 @@ struct PipelinedWriter {
             try await running.future.get()
         }
         submit()
+    }
+
+    /// Moves `count` bytes waiting in `pipe` into the file, after everything queued before
+    /// them; returns once the pipe is empty (the upload's next piece may refill it). The
+    /// bytes go from the pipe to the page cache without passing through this process.
+    mutating func append(_ pipe: SplicePipe, count: Int) async throws {
+        guard count > 0 else { return }
+        try await finish()
+        let fd = temp.fd
+        written += Int64(count)
+        if let inline, inline.eventLoop() != nil {
+            let started = NIODeadline.now()
+            try FileSystemCalls.drain(pipe, count, into: fd)
+            inline.record(NIODeadline.now() - started)
+            return
+        }
+        try await FileSystemCalls.submit {
+            try FileSystemCalls.drain(pipe, count, into: fd)
+        }.get()
     }
 
     /// Writes what is queued and waits until every byte is written.

@@ -1,0 +1,143 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CLinux
+import Metrics
+import NIOCore
+import Synchronization
+
+/// A kernel pipe that carries an upload's bytes from its socket to its file without
+/// copying them into the process (Linux `splice(2)`).
+///
+/// A receiver that can hand its socket to the kernel fills the pipe (``fill(from:limit:)``),
+/// the sink drains it into its file (``drain(_:into:path:)``): the bytes are copied once,
+/// into the page cache, instead of twice (socket → process → page cache). Measured on
+/// 2 cores into the disk sink: one 256 MiB TCP upload at a time 0.54 → 0.28 server
+/// CPU-s per GiB (1.7 → 3.6 GB/s); 256 concurrent 1 MiB uploads 1.10 → 0.85.
+///
+/// One pipe serves one upload at a time and is empty whenever that upload is not
+/// between a fill and its drain. Its descriptors close when the last reference goes.
+public final class SplicePipe: Sendable {
+    /// The end the sink splices from.
+    public let readEnd: CInt
+    /// The end the receiver splices (or writes) into.
+    public let writeEnd: CInt
+    /// The most bytes the pipe holds.
+    public let capacity: Int
+
+    /// The capacity asked for: one splice then moves up to this much, like one large read.
+    /// (An unprivileged user whose pipes together pass `/proc/sys/fs/pipe-user-pages-soft`
+    /// gets smaller ones; they work the same, in smaller steps.)
+    static let preferredCapacity = 1 << 20
+
+    private init(readEnd: CInt, writeEnd: CInt, capacity: Int) {
+        self.readEnd = readEnd
+        self.writeEnd = writeEnd
+        self.capacity = capacity
+    }
+
+    deinit {
+        close(readEnd)
+        close(writeEnd)
+    }
+
+    /// A new pipe, or `nil` when the system gives none (out of descriptors, not Linux):
+    /// the caller then reads the usual way.
+    public static func make() -> SplicePipe? {
+        var fds: [CInt] = [-1, -1]
+        guard sluice_pipe(&fds) == 0 else { return nil }
+        var capacity = Int(sluice_pipe_set_size(fds[1], CInt(preferredCapacity)))
+        if capacity <= 0 { capacity = Int(sluice_pipe_size(fds[1])) }
+        guard capacity > 0 else {
+            close(fds[0])
+            close(fds[1])
+            return nil
+        }
+        return SplicePipe(readEnd: fds[0], writeEnd: fds[1], capacity: capacity)
+    }
+
+    /// Moves up to `limit` bytes from `socket` (non-blocking) into the pipe.
+    ///
+    /// - Returns: The bytes moved; `0` at the socket's end of input; `nil` when the
+    ///   socket has nothing to read now (or the pipe is full).
+    /// - Throws: ``SystemCallError`` with the socket's error (a reset: `ECONNRESET`).
+    public func fill(from socket: CInt, limit: Int) throws(SystemCallError) -> Int? {
+        while true {
+            let n = sluice_splice(socket, writeEnd, UInt(max(0, limit)), 1)
+            if n >= 0 { return n }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return nil
+            case let code: throw SystemCallError("cannot read from the connection", "socket", code: code)
+            }
+        }
+    }
+
+    /// Moves exactly `count` bytes (what the pipe holds) into `fd` at its current offset.
+    /// Blocks as a `write` to the file would.
+    ///
+    /// - Parameter path: The file's path, for the error.
+    public func drain(_ count: Int, into fd: CInt, path: String) throws(SystemCallError) {
+        var left = count
+        while left > 0 {
+            let n = sluice_splice(readEnd, fd, UInt(left), 0)
+            if n > 0 {
+                left -= n
+                continue
+            }
+            if n < 0, errno == EINTR { continue }
+            // 0 would mean the pipe ran dry before `count` bytes: a caller's accounting error.
+            throw SystemCallError("cannot write", path, code: n < 0 ? errno : EIO)
+        }
+        Self.drained.add(count, ordering: .relaxed)
+        Self.drainedCounter.increment(by: Int64(count))
+    }
+
+    private static let drained = Atomic<Int>(0)
+    private static let drainedCounter = Counter(label: "sluice_bytes_spliced_total")
+
+    /// Bytes moved from pipes into files by this process so far (also the metric
+    /// `sluice_bytes_spliced_total`).
+    public static var bytesDrained: Int { drained.load(ordering: .relaxed) }
+}
+
+/// A piece of an upload body as a sink that can take pipes reads it: bytes in memory,
+/// or bytes waiting in a kernel pipe.
+public enum BodyPiece: Sendable {
+    case bytes(ByteBuffer)
+    /// `count` bytes wait in the pipe; the consumer moves all of them out
+    /// (``SplicePipe/drain(_:into:path:)``) before it asks for the next piece.
+    case piped(SplicePipe, count: Int)
+
+    /// The bytes this piece holds.
+    public var count: Int {
+        switch self {
+        case .bytes(let buffer): buffer.readableBytes
+        case .piped(_, let count): count
+        }
+    }
+}
+
+/// Reads a body piece by piece (see ``UploadBody/makePieceIterator()``).
+public protocol BodyPieceIterator {
+    /// The next piece, or `nil` at the end of the body.
+    ///
+    /// - Parameter allowPipe: Whether the caller can take a ``BodyPiece/piped(_:count:)``
+    ///   piece now; with `false` (a sink still gathering in memory) every piece is bytes.
+    mutating func next(allowPipe: Bool) async throws -> BodyPiece?
+}
+
+/// A ``ChunkTransform`` that only counts the bytes passing (a size limit, a counter),
+/// and so can also see bytes that pass through a kernel pipe without being read:
+/// a body wrapped in it keeps offering pieces (``UploadBody/makePieceIterator()``).
+///
+/// Requirements: `process(_:)` returns its chunk unchanged (or throws) and `finish()`
+/// returns `nil`; ``count(_:)`` does for `count` piped bytes what `process` does for a
+/// chunk of that size.
+public protocol ByteCountingTransform: ChunkTransform, SendableMetatype {
+    mutating func count(_ count: Int) throws
+}

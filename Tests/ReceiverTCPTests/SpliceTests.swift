@@ -1,0 +1,101 @@
+import Foundation
+import NIOCore
+import SluiceCore
+import SluiceTestKit
+import Testing
+
+/// Uploads through a pipeline without stages into the disk sink are spliced: the bytes go
+/// from the socket through a pipe into the file. These tests run that path (no stages, so
+/// nothing reads the bytes) and check that splicing really happened.
+@Suite("tcp receiver splicing into the disk sink", .timeLimit(.minutes(1)))
+struct SpliceTests {
+    @Test("uploads of every size land byte-exact through the pipe; the bytes past the first read are spliced")
+    func byteExact() async throws {
+        // The default memory_buffer and prebuffer: small uploads stay in memory, large ones splice.
+        let server = try await TestServer.start(listener: "prebuffer: 16KiB", stages: [], sink: "memory_buffer: 64KiB")
+        defer { server.scratch.remove() }
+        let sizes = [1, 16_384, 65_536, 65_537, 300_001, 3 << 20, 5_000_000]
+        let splicedBefore = SplicePipe.bytesDrained
+        let lines = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for (i, size) in sizes.enumerated() {
+                group.addTask {
+                    (i, try await Client.upload(pseudoRandomBytes(count: size, seed: UInt64(i + 7)), port: server.port, piece: 40_000 + i))
+                }
+            }
+            var all: [(Int, String)] = []
+            for try await line in group { all.append(line) }
+            return all
+        }
+        for (i, line) in lines {
+            let payload = pseudoRandomBytes(count: sizes[i], seed: UInt64(i + 7))
+            let r = try receipt(line)
+            #expect(r.bytesReceived == Int64(payload.count))
+            #expect(r.bytesStored == Int64(payload.count))
+            let stored = try #require(server.scratch.contents("root/" + r.location))
+            #expect(stored.count == payload.count)
+            #expect(sha256(stored) == sha256(payload), "upload of \(sizes[i]) bytes")
+        }
+        // The two largest alone have ~8 MiB past their first 64 KiB; other tests may splice too.
+        #expect(SplicePipe.bytesDrained - splicedBefore >= 7 << 20)
+        await server.generation.shutdown()
+        #expect(server.scratch.temporaries(root: "root").isEmpty)
+    }
+
+    @Test("splice: false stores the same bytes by reading them")
+    func spliceOff() async throws {
+        let server = try await TestServer.start(listener: "splice: false", stages: [])
+        defer { server.scratch.remove() }
+        let payload = pseudoRandomBytes(count: 2 << 20, seed: 3)
+        let r = try receipt(try await Client.upload(payload, port: server.port))
+        #expect(sha256(try #require(server.scratch.contents("root/" + r.location))) == sha256(payload))
+        await server.generation.shutdown()
+    }
+
+    @Test("a reset while splicing leaves no file and no temporary file")
+    func resetWhileSplicing() async throws {
+        let server = try await TestServer.start(stages: [])
+        defer { server.scratch.remove() }
+        let channel = try await Client.connect(server.port, halfClose: false)
+        try await channel.executeThenClose { _, outbound in
+            try await outbound.write(ByteBuffer(bytes: pseudoRandomBytes(count: 300_000)))
+            try await server.logs.wait(for: "upload start") { _ in server.scratch.temporaries(root: "root").count == 1 }
+            try await Client.resetOnClose(channel.channel)
+        }
+        let outcome = try await server.logs.wait(for: "outcome") { $0.message.hasPrefix("upload rejected") }
+        #expect(outcome.metadata["code"] == "client_aborted")
+        let after = try receipt(try await Client.upload(pseudoRandomBytes(count: 200_000), port: server.port))
+        await server.generation.shutdown()
+        #expect(server.scratch.files(in: "root") == [after.location])
+        #expect(server.scratch.temporaries(root: "root").isEmpty)
+    }
+
+    @Test("max_upload_size stops a spliced upload; nothing is stored")
+    func limitWhileSplicing() async throws {
+        let server = try await TestServer.start(listener: "max_upload_size: 100KiB", stages: [])
+        defer { server.scratch.remove() }
+        let atLimit = try receipt(try await Client.upload(pseudoRandomBytes(count: 100 * 1024), port: server.port))
+        #expect(atLimit.bytesStored == 100 * 1024)
+        let line = (try? await Client.upload(pseudoRandomBytes(count: 3 << 20), port: server.port)) ?? ""
+        if !line.isEmpty { #expect(errorCode(line) == "payload_too_large") }
+        let outcome = try await server.logs.wait(for: "rejection") { $0.message.hasPrefix("upload rejected") }
+        #expect(outcome.metadata["code"] == "payload_too_large")
+        await server.generation.shutdown()
+        #expect(server.scratch.files(in: "root") == [atLimit.location])
+        #expect(server.scratch.temporaries(root: "root").isEmpty)
+    }
+
+    @Test("idle_timeout ends a spliced upload that stalls; nothing is stored")
+    func stallWhileSplicing() async throws {
+        let server = try await TestServer.start(listener: "idle_timeout: 2s", stages: [])
+        defer { server.scratch.remove() }
+        var stalled: (line: String, outcome: LogCapture.Entry)?
+        for _ in 0..<3 where stalled == nil {
+            stalled = try await Client.stall(String(repeating: "some bytes, then silence. ", count: 4000), server: server)
+        }
+        #expect(errorCode(stalled?.line ?? "") == "timeout")
+        #expect(stalled?.outcome.metadata["code"] == "timeout")
+        await server.generation.shutdown()
+        #expect(server.scratch.files(in: "root").isEmpty)
+        #expect(server.scratch.temporaries(root: "root").isEmpty)
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import NIOCore
+import SluiceCore
+import SluiceTestKit
+import Testing
+
+/// A source that yields two chunks, then one piped piece of `piped` bytes (really in the pipe).
+private struct FakeSplicingSource: BodyPieceIterator {
+    let pipe: SplicePipe
+    let piped: Int
+    var step = 0
+
+    mutating func next(allowPipe: Bool) async throws -> BodyPiece? {
+        defer { step += 1 }
+        switch step {
+        case 0: return .bytes(ByteBuffer(string: "ab"))
+        case 1: return .bytes(ByteBuffer(string: "cd"))
+        case 2 where allowPipe:
+            return .piped(pipe, count: piped)
+        default: return nil
+        }
+    }
+}
+
+@Suite("body pieces")
+struct BodyPieceTests {
+    static func body(piped: Int) throws -> UploadBody {
+        let pipe = try #require(SplicePipe.make())
+        return UploadBody(UploadBody(chunks: [ByteBuffer(string: "abcd")])) {
+            FakeSplicingSource(pipe: pipe, piped: piped)
+        }
+    }
+
+    @Test("layers that only count keep piped pieces; a layer that reads the bytes drops them")
+    func layers() throws {
+        let body = try Self.body(piped: 10)
+        #expect(body.offersPipedPieces)
+        #expect(body.limited(to: 100).offersPipedPieces)
+        #expect(!body.observed { _ in }.offersPipedPieces)
+        #expect(!body.verifying([], context: nil).offersPipedPieces)
+        #expect(!UploadBody(chunks: [ByteBuffer(string: "x")]).offersPipedPieces)
+    }
+
+    @Test("max size counts piped bytes")
+    func limitCountsPipedBytes() async throws {
+        var within = try Self.body(piped: 96).limited(to: 100).makePieceIterator()
+        var seen = 0
+        while let piece = try await within.next(allowPipe: true) { seen += piece.count }
+        #expect(seen == 100)
+
+        var over = try Self.body(piped: 97).limited(to: 100).makePieceIterator()
+        await #expect(throws: SluiceError.self) {
+            while try await over.next(allowPipe: true) != nil {}
+        }
+    }
+
+    @Test("a body without piped pieces reads as pieces of bytes")
+    func chunksAsPieces() async throws {
+        var pieces = UploadBody(chunks: [ByteBuffer(string: "ab"), ByteBuffer(string: "c")]).makePieceIterator()
+        var text = ""
+        while let piece = try await pieces.next(allowPipe: true) {
+            guard case .bytes(let bytes) = piece else { Issue.record("a piped piece"); return }
+            text += String(buffer: bytes)
+        }
+        #expect(text == "abc")
+    }
+
+    @Test("a pipe drains into a file byte-exact")
+    func drain() throws {
+        let pipe = try #require(SplicePipe.make())
+        #expect(pipe.capacity >= 4096)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-pipe-\(UInt64.random(in: 0...UInt64.max))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/out"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        let bytes = pseudoRandomBytes(count: 4000, seed: 5)
+        let written = bytes.withUnsafeBytes { write(pipe.writeEnd, $0.baseAddress!, $0.count) }
+        #expect(written == 4000)
+        try pipe.drain(4000, into: fd, path: path)
+        #expect(FileManager.default.contents(atPath: path).map(Array.init) == bytes)
+    }
+}
