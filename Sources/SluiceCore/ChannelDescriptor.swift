@@ -6,6 +6,7 @@ import Musl
 import Darwin
 #endif
 import NIOCore
+import Synchronization
 
 /// The file descriptor of a connected NIO socket channel, for splicing from it.
 ///
@@ -30,14 +31,45 @@ public enum ChannelDescriptor {
     }
 
     /// The value of the stored property `label` of `object` or of one of its superclasses.
+    ///
+    /// Where the property is (how many superclasses up, which child) is remembered per
+    /// class: listing every child of NIO's channel classes costs ~30 µs, one child ~1 µs.
     private static func storedProperty(_ label: String, of object: Any) -> Any? {
+        let key = PropertyKey(type: ObjectIdentifier(type(of: object)), label: label)
+        if let place = places.withLock({ $0[key] }) {
+            var mirror = Mirror(reflecting: object)
+            for _ in 0..<place.depth {
+                guard let parent = mirror.superclassMirror else { return nil }
+                mirror = parent
+            }
+            let children = mirror.children
+            guard place.index < children.count else { return nil }
+            let child = children[children.index(children.startIndex, offsetBy: place.index)]
+            return child.label == label ? child.value : nil
+        }
         var mirror: Mirror? = Mirror(reflecting: object)
+        var depth = 0
         while let current = mirror {
-            if let child = current.children.first(where: { $0.label == label }) { return child.value }
+            if let index = current.children.firstIndex(where: { $0.label == label }) {
+                let place = PropertyPlace(depth: depth, index: current.children.distance(from: current.children.startIndex, to: index))
+                places.withLock { $0[key] = place }
+                return current.children[index].value
+            }
             mirror = current.superclassMirror
+            depth += 1
         }
         return nil
     }
+
+    private struct PropertyKey: Hashable {
+        var type: ObjectIdentifier
+        var label: String
+    }
+    private struct PropertyPlace {
+        var depth: Int
+        var index: Int
+    }
+    private static let places = Mutex<[PropertyKey: PropertyPlace]>([:])
 
     /// Whether `call` (`getsockname` or `getpeername`) on `fd` gives `address`.
     private static func matches(

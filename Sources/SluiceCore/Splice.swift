@@ -77,6 +77,20 @@ public final class SplicePipe: Sendable {
         }
     }
 
+    /// Moves what `socket` has now into the pipe, up to `limit` bytes (at most the capacity).
+    ///
+    /// - Returns: The bytes moved (0 when the socket has none now), and whether the
+    ///   socket's input ended after them.
+    public func fillAvailable(from socket: CInt, limit: Int) throws(SystemCallError) -> (count: Int, ended: Bool) {
+        let want = min(capacity, limit)
+        var held = 0
+        while held < want, let n = try fill(from: socket, limit: want - held) {
+            if n == 0 { return (held, true) }
+            held += n
+        }
+        return (held, false)
+    }
+
     /// Moves exactly `count` bytes (what the pipe holds) into `fd` at its current offset.
     /// Blocks as a `write` to the file would.
     ///

@@ -79,11 +79,13 @@ struct CommandResult {
 
 /// Runs `arguments` with optional stdin bytes, bounded by `timeout`.
 ///
-/// The waiting happens on a Dispatch thread: blocking the test's task would starve
-/// the small cooperative pool the server under test runs on.
+/// The waiting happens on a thread of its own: blocking the test's task, or a Dispatch
+/// global-queue thread (on Linux the same small pool Swift tasks run on), would starve
+/// the server under test while the command waits for it — measured: two such waits at
+/// once stalled every test for the ~1 s Dispatch takes to add a thread.
 func run(_ arguments: [String], stdin: [UInt8]? = nil, environment: [String: String] = [:], timeout: Double = 20) async throws -> CommandResult {
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             continuation.resume(with: Result { try runBlocking(arguments, stdin: stdin, environment: environment, timeout: timeout) })
         }
     }
@@ -105,7 +107,7 @@ private func runBlocking(_ arguments: [String], stdin: [UInt8]?, environment: [S
     let started = Date()
     try process.run()
     if let stdin {
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             input.fileHandleForWriting.write(Data(stdin))
             try? input.fileHandleForWriting.close()
         }

@@ -14,12 +14,13 @@ struct SpliceTests {
         // The default memory_buffer and prebuffer: small uploads stay in memory, large ones splice.
         let server = try await TestServer.start(listener: "prebuffer: 16KiB", stages: [], sink: "memory_buffer: 64KiB")
         defer { server.scratch.remove() }
-        let sizes = [1, 16_384, 65_536, 65_537, 300_001, 3 << 20, 5_000_000]
+        let sizes = [1, 16_384, 65_536, 65_537, 300_001, 3 << 20]
+        let payloads = sizes.enumerated().map { pseudoRandomBytes(count: $1, seed: UInt64($0 + 7)) }
         let splicedBefore = SplicePipe.bytesDrained
         let lines = try await withThrowingTaskGroup(of: (Int, String).self) { group in
-            for (i, size) in sizes.enumerated() {
+            for (i, payload) in payloads.enumerated() {
                 group.addTask {
-                    (i, try await Client.upload(pseudoRandomBytes(count: size, seed: UInt64(i + 7)), port: server.port, piece: 40_000 + i))
+                    (i, try await Client.upload(payload, port: server.port, piece: 40_000 + i))
                 }
             }
             var all: [(Int, String)] = []
@@ -27,7 +28,7 @@ struct SpliceTests {
             return all
         }
         for (i, line) in lines {
-            let payload = pseudoRandomBytes(count: sizes[i], seed: UInt64(i + 7))
+            let payload = payloads[i]
             let r = try receipt(line)
             #expect(r.bytesReceived == Int64(payload.count))
             #expect(r.bytesStored == Int64(payload.count))
@@ -35,8 +36,9 @@ struct SpliceTests {
             #expect(stored.count == payload.count)
             #expect(sha256(stored) == sha256(payload), "upload of \(sizes[i]) bytes")
         }
-        // The two largest alone have ~8 MiB past their first 64 KiB; other tests may splice too.
-        #expect(SplicePipe.bytesDrained - splicedBefore >= 7 << 20)
+        // The largest has 3 MiB past its first 64 KiB (NIO may read more of it before the
+        // switch; other tests may splice meanwhile).
+        #expect(SplicePipe.bytesDrained - splicedBefore >= 2 << 20)
         await server.generation.shutdown()
         #expect(server.scratch.temporaries(root: "root").isEmpty)
     }
@@ -45,7 +47,7 @@ struct SpliceTests {
     func spliceOff() async throws {
         let server = try await TestServer.start(listener: "splice: false", stages: [])
         defer { server.scratch.remove() }
-        let payload = pseudoRandomBytes(count: 2 << 20, seed: 3)
+        let payload = pseudoRandomBytes(count: 1 << 20, seed: 3)
         let r = try receipt(try await Client.upload(payload, port: server.port))
         #expect(sha256(try #require(server.scratch.contents("root/" + r.location))) == sha256(payload))
         await server.generation.shutdown()
@@ -75,7 +77,7 @@ struct SpliceTests {
         defer { server.scratch.remove() }
         let atLimit = try receipt(try await Client.upload(pseudoRandomBytes(count: 100 * 1024), port: server.port))
         #expect(atLimit.bytesStored == 100 * 1024)
-        let line = (try? await Client.upload(pseudoRandomBytes(count: 3 << 20), port: server.port)) ?? ""
+        let line = (try? await Client.upload(pseudoRandomBytes(count: 1 << 20), port: server.port)) ?? ""
         if !line.isEmpty { #expect(errorCode(line) == "payload_too_large") }
         let outcome = try await server.logs.wait(for: "rejection") { $0.message.hasPrefix("upload rejected") }
         #expect(outcome.metadata["code"] == "payload_too_large")

@@ -60,7 +60,8 @@ public struct HTTPReceiver: Receiver {
                 idleTimeout: TimeAmount(configuration.idleTimeout.duration)
             ),
             connections: connections,
-            maxHeaderSize: Int(configuration.maxHeaderSize.bytes)
+            maxHeaderSize: Int(configuration.maxHeaderSize.bytes),
+            splice: configuration.splice
         )
         let listen = configuration.listen
         let announce = environment.announce
@@ -103,11 +104,10 @@ struct RequestHandler: Sendable {
     private static let json = "application/json"
 
     func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async {
-        let remote = channel.remoteAddress?.ipAddress
         var head: HTTPResponse
         let body: String
         do {
-            let receipt = try await upload(request, writer: writer, remote: remote)
+            let receipt = try await upload(request, writer: writer, channel: channel)
             head = HTTPResponse(status: .created)
             if let url = receipt.location.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) {
                 head.headerFields[.contentLocation] = url
@@ -165,7 +165,7 @@ struct RequestHandler: Sendable {
     }
 
     /// Validates the head, waits for an upload slot, and runs the body through the pipeline.
-    private func upload(_ request: Request, writer: borrowing ResponseWriter, remote: String?) async throws -> Receipt {
+    private func upload(_ request: Request, writer: borrowing ResponseWriter, channel: any Channel) async throws -> Receipt {
         let configuration = receiver.configuration
         let (route, rawName) = try match(request.uri.path)
 
@@ -226,7 +226,7 @@ struct RequestHandler: Sendable {
             name: name,
             listener: receiver.name,
             route: route.name,
-            remoteAddress: remote,
+            remoteAddress: channel.remoteAddress?.ipAddress,
             // Content-Length counts encoded bytes; a sink sees decoded ones.
             declaredLength: encoding == nil ? declaredLength : nil,
             contentType: head.contentType,
@@ -236,7 +236,14 @@ struct RequestHandler: Sendable {
             metadata.name = Self.batchName(route: route.route.prefix, id: metadata.id, at: metadata.receivedAt)
         }
 
-        var body = UploadBody(RequestBodySequence(base: request.body)).limited(to: configuration.maxUploadSize.bytes)
+        let chunks = RequestBodySequence(base: request.body)
+        var body = UploadBody(chunks)
+        if configuration.splice, mode == .object, encoding == nil, let declaredLength {
+            // Layers that read the bytes (decoding, digests, stages) drop the pieces again.
+            let length = Int(declaredLength)
+            body = UploadBody(chunks) { RequestBodyPieces(chunks: chunks.makeAsyncIterator(), channel: channel, contentLength: length) }
+        }
+        body = body.limited(to: configuration.maxUploadSize.bytes)
         if let encoding {
             // Client digests describe the bytes as sent: check them below the decoder.
             if !digests.isEmpty {

@@ -23,6 +23,8 @@ import SluiceCore
 /// - header_timeout (duration, default 10s): time to receive a request head once its first byte arrived.
 /// - idle_timeout (duration, default 60s): how long a connection may stay silent while
 ///   the server waits for it (between keep-alive requests, or for body bytes it asked for).
+/// - splice (bool, default true): move `PUT` bodies with a Content-Length from the socket
+///   into the file in the kernel when nothing reads them (see the plugin's README).
 public enum HTTPReceiverPlugin: ReceiverPlugin {
     public static let type = "http"
     public static let summary = "HTTP/1.1 uploads: PUT /<route>/<name> streams one object, POST /<route> appends a batch of records; 201 with a JSON receipt."
@@ -41,6 +43,7 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
         ConfigKey("max_header_size", "size", default: "\(Configuration.defaultMaxHeaderSize)", "Largest request head (all header fields); larger heads are refused."),
         ConfigKey("header_timeout", "duration", default: "\(Configuration.defaultHeaderTimeout)", "Time to receive a complete request head once its first byte arrived (slowloris)."),
         ConfigKey("idle_timeout", "duration", default: "\(Configuration.defaultIdleTimeout)", "How long a connection may stay silent while the server waits for it: between keep-alive requests, or for body bytes (408 mid-body)."),
+        ConfigKey("splice", "bool", default: "\(Configuration.defaultSplice)", "Past the sink's memory_buffer, move a PUT body with a Content-Length (no Content-Encoding) from the socket to the file in the kernel (Linux splice) when the route's pipeline has no stage that reads the bytes and its sink writes files (disk): one copy instead of two. false: always read them into memory."),
     ]
 
     /// One route: a path prefix and what it feeds.
@@ -95,6 +98,7 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
         public static let defaultMaxHeaderSize = ByteSize(16 << 10)
         public static let defaultHeaderTimeout = ConfigDuration.seconds(10)
         public static let defaultIdleTimeout = ConfigDuration.seconds(60)
+        public static let defaultSplice = true
 
         public var listen: ListenAddress
         /// Routes, longest prefix first (the order they are matched in).
@@ -110,6 +114,7 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
         public var maxHeaderSize = Self.defaultMaxHeaderSize
         public var headerTimeout = Self.defaultHeaderTimeout
         public var idleTimeout = Self.defaultIdleTimeout
+        public var splice = Self.defaultSplice
 
         /// A configuration built in code (tests, library users).
         public init(listen: ListenAddress, routes: [Route], auth: AuthConfiguration? = nil) {
@@ -130,6 +135,7 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
             case maxHeaderSize = "max_header_size"
             case headerTimeout = "header_timeout"
             case idleTimeout = "idle_timeout"
+            case splice
         }
 
         private struct PrefixKey: CodingKey {
@@ -158,6 +164,7 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
             maxHeaderSize = try c.decode(forKey: .maxHeaderSize, default: Self.defaultMaxHeaderSize)
             headerTimeout = try c.decode(forKey: .headerTimeout, default: Self.defaultHeaderTimeout)
             idleTimeout = try c.decode(forKey: .idleTimeout, default: Self.defaultIdleTimeout)
+            splice = try c.decode(forKey: .splice, default: Self.defaultSplice)
 
             if maxConnections < 1 { throw decoder.configIssue("max_connections", "must be at least 1") }
             if maxConcurrentUploads < 1 { throw decoder.configIssue("max_concurrent_uploads", "must be at least 1") }

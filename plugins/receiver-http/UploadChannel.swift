@@ -17,6 +17,8 @@ struct UploadChannel: HTTPChannelHandler {
     let limits: ConnectionGuard.Limits
     let connections: ConnectionLimiter
     let maxHeaderSize: Int
+    /// Whether request bodies may be spliced into their files (the listener's `splice`).
+    let splice: Bool
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         guard connections.tryAcquire() else {
@@ -44,6 +46,12 @@ struct UploadChannel: HTTPChannelHandler {
             )
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(InboundBytesObserver(clock: clock))
+            let connectionGuard = ConnectionGuard(limits: self.limits, clock: clock, logger: logger)
+            if splice {
+                let splicer = HTTPSpliceHandler(pace: pace, connectionGuard: connectionGuard)
+                connectionGuard.splice = splicer
+                try sync.addHandler(splicer)
+            }
             try sync.configureHTTPServerPipeline(
                 withPipeliningAssistance: false,
                 withErrorHandling: false,
@@ -52,7 +60,7 @@ struct UploadChannel: HTTPChannelHandler {
                 withDecoderLimitConfiguration: limits
             )
             try sync.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-            try sync.addHandler(ConnectionGuard(limits: self.limits, clock: clock, logger: logger))
+            try sync.addHandler(connectionGuard)
             // Hummingbird's handler closes idle connections when a graceful shutdown starts.
             try sync.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
             // Reading stops while one part waits for the handler (NIO's default lets ten
@@ -157,6 +165,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var closeAfterResponse = false
     private var timer: Scheduled<Void>?
     private let tick: TimeAmount
+    private var context: ChannelHandlerContext?
+    /// The connection's splice handler, told when a spliced body stalls.
+    weak var splice: HTTPSpliceHandler?
+    /// Body bytes still to drop: the decoder's parts for bytes that were spliced (see ``HTTPSpliceHandler``).
+    private var dropping = 0
 
     init(limits: Limits, clock: ConnectionClock, logger: Logger) {
         self.limits = limits
@@ -167,11 +180,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         phase = .awaitingHead(since: .now())
         scheduleTick(context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
         timer?.cancel()
         timer = nil
     }
@@ -191,11 +206,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch part {
         case .head:
             phase = .readingBody
+            dropping = 0
             requestEnded = false
             closeAfterResponse = false
             outstanding += 1
-        case .body:
-            break
+        case .body(let bytes):
+            if dropping > 0 {
+                dropping -= bytes.readableBytes
+                return
+            }
         case .end:
             requestEnded = true
             if case .readingBody = phase { phase = .responding }
@@ -213,12 +232,39 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func read(context: ChannelHandlerContext) {
         clock.pace.willRead()
+        noteReadRequested()
+        context.read()
+    }
+
+    /// The server waits for body bytes from now on (a read, or a spliced body's wait).
+    func noteReadRequested() {
         if readRequestedAt == nil || clock.bytesSinceRead {
             readRequestedAt = .now()
             clock.bytesSinceRead = false
         }
-        context.read()
     }
+
+    // MARK: Splicing (see HTTPSpliceHandler)
+
+    /// Whether the current request's body may switch to splicing: it is being read and
+    /// has not ended.
+    var canSplice: Bool {
+        guard context != nil, !requestEnded, case .readingBody = phase else { return false }
+        return true
+    }
+
+    /// Sends an empty body part after those decoded so far: where the spliced bytes start.
+    func fireSpliceMarker() {
+        guard let context else { return }
+        context.fireChannelRead(wrapInboundOut(.body(ByteBuffer())))
+        context.fireChannelReadComplete()
+    }
+
+    /// Body bytes arrived without a read (spliced).
+    func noteBodyBytes() { clock.bytesSinceRead = true }
+
+    /// Drops the next `count` bytes of body parts (the decoder's parts for spliced bytes).
+    func dropBodyBytes(_ count: Int) { dropping = count }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
@@ -283,7 +329,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 // Fails the body the upload is reading; the responder answers 408 and,
                 // as the request did not end, the connection is closed after it.
                 readRequestedAt = nil
-                context.fireErrorCaught(SluiceError(.timeout, "no body bytes for \(ConfigDuration(.nanoseconds(limits.idleTimeout.nanoseconds))) (idle_timeout)"))
+                let error = SluiceError(.timeout, "no body bytes for \(ConfigDuration(.nanoseconds(limits.idleTimeout.nanoseconds))) (idle_timeout)")
+                splice?.fail(error)
+                context.fireErrorCaught(error)
             }
         case .responding, .lingering:
             break

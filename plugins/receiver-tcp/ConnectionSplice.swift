@@ -219,16 +219,9 @@ struct SplicingPieces: BodyPieceIterator {
         while true {
             // Bytes NIO read come first (the pipe is empty: the sink drained the last piece).
             if let read = await splicer.takePending() { return .bytes(read) }
-            var held = 0
-            var ended = false
+            let (held, ended): (Int, Bool)
             do {
-                while held < pipe.capacity, let n = try pipe.fill(from: fd, limit: pipe.capacity - held) {
-                    if n == 0 {
-                        ended = true
-                        break
-                    }
-                    held += n
-                }
+                (held, ended) = try pipe.fillAvailable(from: fd, limit: pipe.capacity)
             } catch {
                 throw SluiceError(.clientAborted, "the connection failed: \(error.reason)")
             }

@@ -137,7 +137,12 @@ public struct DiskSink: PreparingSink {
         // Pieces rather than chunks: past `memory_buffer`, a body whose bytes can stay in the
         // kernel (a spliced socket) goes from its pipe into the file without being read.
         var pieces = body.makePieceIterator()
-        let (gathered, overflow) = try await Self.gather(&pieces, limit: Int(clamping: configuration.memoryBuffer.bytes))
+        let memoryBuffer = configuration.memoryBuffer.bytes
+        if let declared = context.metadata.declaredLength, declared > memoryBuffer {
+            // Known to be larger (an HTTP Content-Length): no point gathering the start.
+            return try await writeStreaming(ByteBuffer(), ByteBuffer(), &pieces, name: name, context: context, commit: commitSmall)
+        }
+        let (gathered, overflow) = try await Self.gather(&pieces, limit: Int(clamping: memoryBuffer))
         if let overflow {
             return try await writeStreaming(gathered, overflow, &pieces, name: name, context: context, commit: commitSmall)
         }

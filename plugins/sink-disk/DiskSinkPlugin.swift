@@ -23,7 +23,8 @@ import SluiceCore
 /// - `memory_buffer` (size, default `64KiB`): an upload is gathered in memory up to
 ///   this size; one that ends within it is written with a single create-write-close,
 ///   and holds no file descriptor while it arrives. Larger uploads stream into their
-///   temporary file from there on. `0` opens the file at the first byte.
+///   temporary file from there on, and so does one that declares a larger size (an HTTP
+///   `Content-Length`) from its first byte. `0` opens the file at the first byte.
 /// - `inline_writes` (duration, default `20ms`): writes to the temporary file run on
 ///   the connection's own event-loop thread (no hand-off to a disk thread, like nginx)
 ///   while each takes less than this; a slower one (the kernel throttling writers, a
@@ -55,7 +56,7 @@ public enum DiskSinkPlugin: SinkPlugin {
         ConfigKey("inline_writes", "duration", default: "\(Configuration.defaultInlineWrites)",
                   "Writes run on the connection's own event-loop thread (no hand-off to a disk thread) while each takes less than this; a slower one moves the sink's writes to its disk threads for 1s, doubling up to 1m while writes stay slow. 0s: always on the disk threads (for file systems that can hang, such as NFS)."),
         ConfigKey("memory_buffer", "size", default: "\(Configuration.defaultMemoryBuffer)",
-                  "Uploads are gathered in memory up to this size: one that ends within it is written with a single create-write-close and holds no file descriptor while it arrives; larger ones stream into a temporary file. 0 opens the file at the first byte."),
+                  "Uploads are gathered in memory up to this size: one that ends within it is written with a single create-write-close and holds no file descriptor while it arrives; larger ones stream into a temporary file (from the first byte when they declare a larger size, as an HTTP Content-Length does). 0 opens the file at the first byte."),
     ]
 
     /// What to do when the rendered name already exists.
