@@ -15,10 +15,12 @@ import SluiceCore
 ///    connection as any read does (so the idle timeout and back pressure work as
 ///    before). That read is one byte long (``ReadPace/limit``); the byte reaches the
 ///    file ahead of the bytes spliced behind it.
-/// 3. Reads NIO makes on its own are full-sized and their bytes go to the file the
-///    usual way: when the client's FIN arrives, NIO reads everything up to it at once
-///    (`readEOF`), so an upload whose sender finished while much of it still waited in
-///    the socket buffer ends as chunks.
+/// 3. NIO also reads on its own: when the client's FIN arrives it reads everything up
+///    to it at once (`readEOF`, whatever the back pressure). So a read the upload did
+///    not ask for makes the handler splice what the socket holds into extra pipes
+///    (up to ``SpliceHandler/maxStagedPipes``; kernel memory the socket held anyway),
+///    and NIO's next read finds the end of input: `cat f | nc -N`, whose FIN arrives
+///    while megabytes still wait in the socket buffer, is spliced to its last byte.
 ///
 /// The end of input is the splice that returns 0; a reset is a splice error.
 
@@ -31,8 +33,15 @@ final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private let pace: ReadPace
     private var splicing = false
-    /// Bytes NIO read after the switch (the one-byte wake-up reads).
-    private var pending: ByteBuffer?
+    /// The socket, once splicing.
+    private var fd: CInt = -1
+    /// What arrived without the upload splicing it itself, in order: bytes NIO read (the
+    /// one-byte wake-up reads), and bytes staged in pipes when NIO read on its own.
+    private var arrived: [BodyPiece] = []
+    private var stagedPipes = 0
+    /// The most pipes bytes are staged in while the upload has not taken them (1 MiB each
+    /// where the system allows): past that, NIO's own reads bring the rest into memory.
+    static let maxStagedPipes = 8
     private var inputEnded = false
     private var failure: (any Error)?
     private var waiter: EventLoopPromise<Void>?
@@ -50,16 +59,19 @@ final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     func begin() -> CInt? {
         guard let context, !splicing, let fd = ChannelDescriptor.of(context.channel) else { return nil }
         splicing = true
+        self.fd = fd
         // The marker: everything NIO read before it is already on its way to the upload.
         context.fireChannelRead(wrapInboundOut(ByteBuffer()))
         context.fireChannelReadComplete()
         return fd
     }
 
-    /// The bytes NIO read since the last call.
-    func takePending() -> ByteBuffer? {
-        defer { pending = nil }
-        return pending
+    /// The oldest of what arrived (see ``arrived``).
+    func take() -> BodyPiece? {
+        guard !arrived.isEmpty else { return nil }
+        let piece = arrived.removeFirst()
+        if case .piped = piece { stagedPipes -= 1 }
+        return piece
     }
 
     /// Succeeds `promise` once NIO read a byte, the input ended, or the connection
@@ -67,7 +79,7 @@ final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     func wait(_ promise: EventLoopPromise<Void>) {
         if let failure {
             promise.fail(failure)
-        } else if pending != nil || inputEnded {
+        } else if !arrived.isEmpty || inputEnded {
             promise.succeed()
         } else if let context {
             waiter?.succeed()
@@ -93,14 +105,37 @@ final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let bytes = unwrapInboundIn(data)
-        // Reads after the one asked for (NIO reading up to the FIN) take what is there.
-        pace.limit = .max
-        if pending == nil {
-            pending = bytes
+        let asked = waiter != nil
+        if case .bytes(var last) = arrived.last {
+            last.writeImmutableBuffer(bytes)
+            arrived[arrived.count - 1] = .bytes(last)
         } else {
-            pending!.writeImmutableBuffer(bytes)
+            arrived.append(.bytes(bytes))
         }
+        // A read nobody asked for: NIO reading up to a FIN (or a read left over from before
+        // the switch). Stage what the socket holds; if that cannot take it all, let NIO's
+        // next reads take the rest, full-sized.
+        if !asked, !stage() { pace.limit = .max }
         wake()
+    }
+
+    /// Splices what the socket holds into new pipes. Returns whether it took all of it.
+    private func stage() -> Bool {
+        while stagedPipes < Self.maxStagedPipes {
+            guard let pipe = SplicePipe.make() else { return false }
+            do {
+                let (count, ended) = try pipe.fillAvailable(from: fd, limit: pipe.capacity)
+                if count > 0 {
+                    arrived.append(.piped(pipe, count: count))
+                    stagedPipes += 1
+                }
+                if ended || count < pipe.capacity { return true }
+            } catch {
+                // The upload's own splice meets the same error after the staged pieces.
+                return true
+            }
+        }
+        return false
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -149,7 +184,7 @@ struct ConnectionSplicer: Sendable {
     }
 
     func begin() async -> CInt? { await onLoop { $0.begin() } }
-    func takePending() async -> ByteBuffer? { await onLoop { $0.takePending() } }
+    func take() async -> BodyPiece? { await onLoop { $0.take() } }
 
     /// Waits until the socket has bytes or the input ended.
     func waitForBytes() async throws {
@@ -217,8 +252,8 @@ struct SplicingPieces: BodyPieceIterator {
     /// Fills the pipe with what the socket has, waiting for bytes when it has none.
     private mutating func spliced(fd: CInt, pipe: SplicePipe) async throws -> BodyPiece? {
         while true {
-            // Bytes NIO read come first (the pipe is empty: the sink drained the last piece).
-            if let read = await splicer.takePending() { return .bytes(read) }
+            // What arrived otherwise comes first (the pipe is empty: the sink drained the last piece).
+            if let piece = await splicer.take() { return piece }
             let (held, ended): (Int, Bool)
             do {
                 (held, ended) = try pipe.fillAvailable(from: fd, limit: pipe.capacity)
