@@ -238,7 +238,7 @@ struct RequestHandler: Sendable {
 
         let chunks = RequestBodySequence(base: request.body)
         var body = UploadBody(chunks)
-        if configuration.splice, mode == .object, encoding == nil, let declaredLength {
+        if configuration.splice, mode == .object, encoding == nil, !head.hasTransferEncoding, let declaredLength {
             // Layers that read the bytes (decoding, digests, stages) drop the pieces again.
             let length = Int(declaredLength)
             body = UploadBody(chunks) { RequestBodyPieces(chunks: chunks.makeAsyncIterator(), channel: channel, contentLength: length) }
@@ -296,6 +296,8 @@ struct HeadFields {
     var contentLength: String?
     var contentType: String?
     var expect: String?
+    /// Whether a `Transfer-Encoding` is present (the body is not framed by Content-Length alone).
+    var hasTransferEncoding = false
     /// Whether any digest header is present (``DigestHeaders`` then parses them).
     var hasDigests = false
 
@@ -310,6 +312,7 @@ struct HeadFields {
             case .contentLength: add(field.value, to: &contentLength)
             case .contentType: add(field.value, to: &contentType)
             case RequestHandler.expect: add(field.value, to: &expect)
+            case .transferEncoding: hasTransferEncoding = true
             case DigestHeaders.contentDigest, DigestHeaders.reprDigest, DigestHeaders.contentMD5, DigestHeaders.checksumSHA256:
                 hasDigests = true
             default: break

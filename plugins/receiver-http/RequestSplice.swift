@@ -63,17 +63,18 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
         fail(ChannelError.ioOnClosedChannel)
     }
 
-    /// Switches the current request's body to splicing. Returns the socket's descriptor,
-    /// or `nil` (nothing changed) when the request already ended, is being answered, or
-    /// the descriptor cannot be had.
-    func begin() -> CInt? {
+    /// Switches the current request's body to splicing. Returns the socket's descriptor
+    /// and a pipe for the body, or `nil` (nothing changed) when the request already ended
+    /// (its body came with its head), is being answered, or the descriptor or a pipe
+    /// cannot be had.
+    func begin() -> (CInt, SplicePipe)? {
         guard case .passing = mode, let context, connectionGuard.canSplice,
-              let fd = ChannelDescriptor.of(context.channel)
+              let fd = ChannelDescriptor.of(context.channel), let pipe = SplicePipe.make()
         else { return nil }
         mode = .diverting
         failure = nil
         connectionGuard.fireSpliceMarker()
-        return fd
+        return (fd, pipe)
     }
 
     /// Up to `limit` bytes of those NIO read since the switch.
@@ -214,14 +215,14 @@ final class HTTPSpliceSession: Sendable {
         handler.eventLoop.execute { handler.value.abandon() }
     }
 
-    /// Switches `channel`'s current request to splicing: the session and the socket's
-    /// descriptor, or `nil` when it cannot (see ``HTTPSpliceHandler/begin()``).
-    static func begin(on channel: any Channel) async -> (HTTPSpliceSession, CInt)? {
+    /// Switches `channel`'s current request to splicing: the session, the socket's
+    /// descriptor and the body's pipe, or `nil` when it cannot (see ``HTTPSpliceHandler/begin()``).
+    static func begin(on channel: any Channel) async -> (HTTPSpliceSession, CInt, SplicePipe)? {
         await onLoop(channel.eventLoop) {
             guard let handler = try? channel.pipeline.syncOperations.handler(type: HTTPSpliceHandler.self),
-                  let fd = handler.begin()
+                  let (fd, pipe) = handler.begin()
             else { return nil }
-            return (HTTPSpliceSession(handler: NIOLoopBound(handler, eventLoop: channel.eventLoop)), fd)
+            return (HTTPSpliceSession(handler: NIOLoopBound(handler, eventLoop: channel.eventLoop)), fd, pipe)
         }
     }
 
@@ -292,7 +293,7 @@ struct RequestBodyPieces: BodyPieceIterator {
             switch phase {
             case .chunks:
                 guard allowPipe else { return try await chunk() }
-                guard let pipe = SplicePipe.make(), let (session, fd) = await HTTPSpliceSession.begin(on: channel) else {
+                guard let (session, fd, pipe) = await HTTPSpliceSession.begin(on: channel) else {
                     phase = .chunksOnly
                     continue
                 }
