@@ -48,6 +48,8 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var inputEnded = false
     private var failure: (any Error)?
     private var waiter: EventLoopPromise<Void>?
+    /// The channel's reads per wake-up before the switch (restored after it).
+    private var readsPerWakeup: UInt?
 
     /// Body parts the decoder makes of ``finish(expected:)``'s zero bytes share this buffer.
     private static let zeros = ByteBuffer(repeating: 0, count: 1 << 20)
@@ -73,6 +75,12 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
         else { return nil }
         mode = .diverting
         failure = nil
+        // One read per wake-up while diverting: a second read in the same wake-up would be
+        // full-sized (see channelRead) and copy what the upload could splice.
+        if let options = context.channel.syncOptions {
+            readsPerWakeup = try? options.getOption(.maxMessagesPerRead)
+            try? options.setOption(.maxMessagesPerRead, value: 1)
+        }
         connectionGuard.fireSpliceMarker()
         return (fd, pipe)
     }
@@ -111,7 +119,7 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     func finish(expected: Int) {
         guard case .diverting = mode, let context else { return }
         mode = .passing
-        pace.limit = .max
+        restoreReads()
         connectionGuard.dropBodyBytes(expected)
         var left = expected
         while left > 0 {
@@ -135,8 +143,16 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard case .diverting = mode else { return }
         mode = .discarding
         pending = nil
-        pace.limit = .max
+        restoreReads()
         fail(SluiceError(.internal, "the upload stopped"))
+    }
+
+    private func restoreReads() {
+        pace.limit = .max
+        if let readsPerWakeup, let options = context?.channel.syncOptions {
+            try? options.setOption(.maxMessagesPerRead, value: readsPerWakeup)
+        }
+        readsPerWakeup = nil
     }
 
     /// Fails the wait (a stall, a reset, cancellation).
@@ -152,8 +168,9 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.fireChannelRead(data)
         case .diverting:
             let bytes = unwrapInboundIn(data)
-            // Reads after the one asked for (NIO reading up to a FIN) take what is there.
-            pace.limit = .max
+            // A read nobody asked for is NIO reading up to a FIN (or a reset), whatever the
+            // back pressure: let it take what is there in full-sized reads, not byte by byte.
+            if waiter == nil { pace.limit = .max }
             if pending == nil {
                 pending = bytes
             } else {
