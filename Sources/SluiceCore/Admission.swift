@@ -215,19 +215,20 @@ public final class FileDescriptorBudget: Sendable {
     /// Descriptors held through this budget now.
     public var used: Int { count.load(ordering: .relaxed) }
 
-    /// Counts one descriptor; `false` (and nothing counted) when the budget is spent.
-    public func tryAcquire() -> Bool {
+    /// Counts `descriptors` (one by default); `false` (and nothing counted) when the budget
+    /// has fewer left.
+    public func tryAcquire(_ descriptors: Int = 1) -> Bool {
         var current = count.load(ordering: .relaxed)
-        while current < capacity {
-            let (exchanged, original) = count.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+        while current + descriptors <= capacity {
+            let (exchanged, original) = count.compareExchange(expected: current, desired: current + descriptors, ordering: .relaxed)
             if exchanged { return true }
             current = original
         }
         return false
     }
 
-    /// Returns a descriptor counted by ``tryAcquire()``.
-    public func release() {
-        count.subtract(1, ordering: .relaxed)
+    /// Returns descriptors counted by ``tryAcquire(_:)``.
+    public func release(_ descriptors: Int = 1) {
+        count.subtract(descriptors, ordering: .relaxed)
     }
 }

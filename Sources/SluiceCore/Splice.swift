@@ -43,18 +43,27 @@ public final class SplicePipe: Sendable {
     deinit {
         close(readEnd)
         close(writeEnd)
+        FileDescriptorBudget.shared.release(2)
     }
 
     /// A new pipe, or `nil` when the system gives none (out of descriptors, not Linux):
-    /// the caller then reads the usual way.
+    /// the caller then reads the usual way. Its two descriptors count against
+    /// ``FileDescriptorBudget/shared``, so pipes never push the process to its open-file
+    /// limit; with the budget spent there is no pipe either.
     public static func make() -> SplicePipe? {
+        let budget = FileDescriptorBudget.shared
+        guard budget.tryAcquire(2) else { return nil }
         var fds: [CInt] = [-1, -1]
-        guard sluice_pipe(&fds) == 0 else { return nil }
+        guard sluice_pipe(&fds) == 0 else {
+            budget.release(2)
+            return nil
+        }
         var capacity = Int(sluice_pipe_set_size(fds[1], CInt(preferredCapacity)))
         if capacity <= 0 { capacity = Int(sluice_pipe_size(fds[1])) }
         guard capacity > 0 else {
             close(fds[0])
             close(fds[1])
+            budget.release(2)
             return nil
         }
         return SplicePipe(readEnd: fds[0], writeEnd: fds[1], capacity: capacity)

@@ -26,6 +26,16 @@ import Testing
         #expect(budget.used == 2)
     }
 
+    @Test func aPipeTakesTwoDescriptorsOrNone() {
+        let budget = FileDescriptorBudget(processLimit: 131)  // capacity 3
+        #expect(budget.tryAcquire(2))
+        #expect(!budget.tryAcquire(2))  // one left: a pipe would need two
+        #expect(budget.used == 2)
+        #expect(budget.tryAcquire())
+        budget.release(2)
+        #expect(budget.used == 1)
+    }
+
     @Test func connectionLimiterRefusesWhenDescriptorsRunShort() {
         let budget = FileDescriptorBudget(processLimit: 131)  // capacity 3
         let limiter = ConnectionLimiter(limit: 10_000, budget: budget)

@@ -40,8 +40,10 @@ final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var arrived: [BodyPiece] = []
     private var stagedPipes = 0
     /// The most pipes bytes are staged in while the upload has not taken them (1 MiB each
-    /// where the system allows): past that, NIO's own reads bring the rest into memory.
-    static let maxStagedPipes = 8
+    /// where the system allows; two descriptors each, counted in the process's descriptor
+    /// budget): past that, NIO's own reads bring the rest into memory. Linux's largest
+    /// default TCP receive buffer is 6 MiB.
+    static let maxStagedPipes = 6
     private var inputEnded = false
     private var failure: (any Error)?
     private var waiter: EventLoopPromise<Void>?
