@@ -50,6 +50,8 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var waiter: EventLoopPromise<Void>?
     /// The channel's reads per wake-up before the switch (restored after it).
     private var readsPerWakeup: UInt?
+    /// The socket's descriptor, found at the connection's first splice.
+    private var fd: CInt?
 
     /// Body parts the decoder makes of ``finish(expected:)``'s zero bytes share this buffer.
     private static let zeros = ByteBuffer(repeating: 0, count: 1 << 20)
@@ -71,8 +73,9 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// cannot be had.
     func begin() -> (CInt, SplicePipe)? {
         guard case .passing = mode, let context, connectionGuard.canSplice,
-              let fd = ChannelDescriptor.of(context.channel), let pipe = SplicePipe.make()
+              let fd = fd ?? ChannelDescriptor.of(context.channel), let pipe = SplicePipe.make()
         else { return nil }
+        self.fd = fd
         mode = .diverting
         failure = nil
         // One read per wake-up while diverting: a second read in the same wake-up would be
