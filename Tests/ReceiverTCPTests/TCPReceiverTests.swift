@@ -247,9 +247,10 @@ struct TCPReceiverTests {
         }
     }
 
-    @Test("when the drain timeout runs out, in-flight uploads are aborted and leave nothing")
-    func drainTimeout() async throws {
-        let server = try await TestServer.start(drainTimeout: .milliseconds(300))
+    /// With no stage the upload is spliced (waiting for bytes on the socket, not on NIO's stream).
+    @Test("when the drain timeout runs out, in-flight uploads are aborted and leave nothing", arguments: [false, true])
+    func drainTimeout(spliced: Bool) async throws {
+        let server = try await TestServer.start(stages: spliced ? [] : ["test_sha256"], drainTimeout: .milliseconds(300))
         defer { server.scratch.remove() }
         let channel = try await Client.connect(server.port)
         try await channel.executeThenClose { inbound, outbound in
