@@ -40,7 +40,6 @@ public struct UploadBody: AsyncSequence, Sendable {
         self.makePieces = pieces
     }
 
-
     /// A body that yields `chunks` in order.
     public init(chunks: [ByteBuffer]) {
         self.init(ChunkArraySequence(chunks: chunks))

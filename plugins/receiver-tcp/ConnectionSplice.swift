@@ -25,7 +25,7 @@ import SluiceCore
 /// The end of input is the splice that returns 0; a reset is a splice error.
 
 /// Sits between ``ConnectionWatchdog`` and the async channel. Passes everything on
-/// until ``begin(context:)``; afterwards keeps the reads for the upload.
+/// until ``begin()``; afterwards keeps the reads for the upload.
 final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
