@@ -78,6 +78,9 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.fd = fd
         mode = .diverting
         failure = nil
+        // Reads from here on only say that the socket has bytes (the parts before the marker
+        // are still being consumed, and each asks NIO for a read): one byte long.
+        pace.limit = 1
         // One read per wake-up while diverting: a second read in the same wake-up would be
         // full-sized (see channelRead) and copy what the upload could splice.
         if let options = context.channel.syncOptions {

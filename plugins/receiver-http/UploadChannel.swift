@@ -44,6 +44,10 @@ struct UploadChannel: HTTPChannelHandler {
                 ChannelOptions.recvAllocator,
                 value: PacedRecvAllocator(adaptive: Self.readSizes, pace: pace, connections: connections)
             )
+            // One read per wake-up (NIO's default is four, each growing): the handler is then
+            // at most a read ahead, and a body about to be spliced is not read into memory
+            // first (measured, 256 × 1 MiB PUTs: 19% of the bytes were, with four).
+            try channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: 1)
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(InboundBytesObserver(clock: clock))
             let connectionGuard = ConnectionGuard(limits: self.limits, clock: clock, logger: logger)

@@ -62,6 +62,9 @@ final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let context, !splicing, let fd = ChannelDescriptor.of(context.channel) else { return nil }
         splicing = true
         self.fd = fd
+        // Reads from here on only say that the socket has bytes (the chunks before the
+        // marker are still being consumed, and each asks NIO for a read): one byte long.
+        pace.limit = 1
         // The marker: everything NIO read before it is already on its way to the upload.
         context.fireChannelRead(wrapInboundOut(ByteBuffer()))
         context.fireChannelReadComplete()
