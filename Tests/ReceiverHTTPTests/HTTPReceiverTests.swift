@@ -270,18 +270,7 @@ struct HTTPReceiverTests {
     @Test("a body that stalls gets 408 after idle_timeout; nothing is committed")
     func bodyTimeout() async throws {
         try await withServer(configure: { $0.idleTimeout = .milliseconds(300) }) { server in
-            let script = """
-            import socket
-            s = socket.create_connection(("127.0.0.1", \(server.port)), timeout=5)
-            s.sendall(b"PUT /upload/stall HTTP/1.1\\r\\nHost: t\\r\\nContent-Length: 1000\\r\\n\\r\\n" + b"x" * 10)
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk: break
-                data += chunk
-            print(data.split(b"\\r\\n")[0].decode())
-            """
-            let result = try await run(["python3", "-c", script])
+            let result = try await stalledPUT(port: server.port, contentLength: 1000, sending: 10)
             #expect(result.stdout.hasPrefix("HTTP/1.1 408"), "\(result.stdout) \(result.stderr)")
             #expect(server.sink.committed.isEmpty)
         }

@@ -150,18 +150,7 @@ struct HTTPSpliceTests {
     @Test("a spliced body that stalls gets 408 after idle_timeout; nothing is stored")
     func stallWhileSpliced() async throws {
         let server = try await DiskServer.start(listener: "idle_timeout: 500ms")
-        let script = """
-        import socket
-        s = socket.create_connection(("127.0.0.1", \(server.port)), timeout=10)
-        s.sendall(b"PUT /upload/stall HTTP/1.1\\r\\nHost: t\\r\\nContent-Length: 4194304\\r\\n\\r\\n" + b"x" * 300_000)
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk: break
-            data += chunk
-        print(data.split(b"\\r\\n")[0].decode())
-        """
-        let result = try await run(["python3", "-c", script])
+        let result = try await stalledPUT(port: server.port, contentLength: 4 << 20, sending: 300_000)
         #expect(result.stdout.hasPrefix("HTTP/1.1 408"), "\(result.stdout) \(result.stderr)")
         #expect(server.files.isEmpty)
         #expect(server.temporaries.isEmpty)

@@ -126,6 +126,23 @@ private func runBlocking(_ arguments: [String], stdin: [UInt8]?, environment: [S
     )
 }
 
+/// `PUT /upload/stall` declaring `contentLength` body bytes, sends `sending` of them (Python's
+/// socket module), then reads until the server closes; prints the response's status line.
+func stalledPUT(port: Int, contentLength: Int, sending: Int) async throws -> CommandResult {
+    let script = """
+    import socket
+    s = socket.create_connection(("127.0.0.1", \(port)), timeout=10)
+    s.sendall(b"PUT /upload/stall HTTP/1.1\\r\\nHost: t\\r\\nContent-Length: \(contentLength)\\r\\n\\r\\n" + b"x" * \(sending))
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk: break
+        data += chunk
+    print(data.split(b"\\r\\n")[0].decode())
+    """
+    return try await run(["python3", "-c", script])
+}
+
 /// A unique temporary directory, removed by `cleanup()`.
 struct TempDir {
     let path: String

@@ -6,7 +6,8 @@ import Testing
 
 /// Uploads through a pipeline without stages into the disk sink are spliced: the bytes go
 /// from the socket through a pipe into the file. These tests run that path (no stages, so
-/// nothing reads the bytes) and check that splicing really happened.
+/// nothing reads the bytes) and check that splicing really happened; the reset, size-limit
+/// and drain-timeout tests in ``TCPReceiverTests`` run it too (their `spliced` cases).
 @Suite("tcp receiver splicing into the disk sink", .timeLimit(.minutes(1)))
 struct SpliceTests {
     @Test("uploads of every size land byte-exact through the pipe; the bytes past the first read are spliced")
@@ -51,39 +52,6 @@ struct SpliceTests {
         let r = try receipt(try await Client.upload(payload, port: server.port))
         #expect(sha256(try #require(server.scratch.contents("root/" + r.location))) == sha256(payload))
         await server.generation.shutdown()
-    }
-
-    @Test("a reset while splicing leaves no file and no temporary file")
-    func resetWhileSplicing() async throws {
-        let server = try await TestServer.start(stages: [])
-        defer { server.scratch.remove() }
-        let channel = try await Client.connect(server.port, halfClose: false)
-        try await channel.executeThenClose { _, outbound in
-            try await outbound.write(ByteBuffer(bytes: pseudoRandomBytes(count: 300_000)))
-            try await server.logs.wait(for: "upload start") { _ in server.scratch.temporaries(root: "root").count == 1 }
-            try await Client.resetOnClose(channel.channel)
-        }
-        let outcome = try await server.logs.wait(for: "outcome") { $0.message.hasPrefix("upload rejected") }
-        #expect(outcome.metadata["code"] == "client_aborted")
-        let after = try receipt(try await Client.upload(pseudoRandomBytes(count: 200_000), port: server.port))
-        await server.generation.shutdown()
-        #expect(server.scratch.files(in: "root") == [after.location])
-        #expect(server.scratch.temporaries(root: "root").isEmpty)
-    }
-
-    @Test("max_upload_size stops a spliced upload; nothing is stored")
-    func limitWhileSplicing() async throws {
-        let server = try await TestServer.start(listener: "max_upload_size: 100KiB", stages: [])
-        defer { server.scratch.remove() }
-        let atLimit = try receipt(try await Client.upload(pseudoRandomBytes(count: 100 * 1024), port: server.port))
-        #expect(atLimit.bytesStored == 100 * 1024)
-        let line = (try? await Client.upload(pseudoRandomBytes(count: 1 << 20), port: server.port)) ?? ""
-        if !line.isEmpty { #expect(errorCode(line) == "payload_too_large") }
-        let outcome = try await server.logs.wait(for: "rejection") { $0.message.hasPrefix("upload rejected") }
-        #expect(outcome.metadata["code"] == "payload_too_large")
-        await server.generation.shutdown()
-        #expect(server.scratch.files(in: "root") == [atLimit.location])
-        #expect(server.scratch.temporaries(root: "root").isEmpty)
     }
 
     @Test("idle_timeout ends a spliced upload that stalls; nothing is stored")

@@ -42,9 +42,10 @@ struct TCPReceiverTests {
         #expect(server.scratch.temporaries(root: "root").isEmpty)
     }
 
-    @Test("a client that resets mid-upload leaves no file and no temporary file")
-    func resetMidUpload() async throws {
-        let server = try await TestServer.start()
+    /// With no stage the upload is spliced from the socket (``SpliceTests``).
+    @Test("a client that resets mid-upload leaves no file and no temporary file", arguments: [false, true])
+    func resetMidUpload(spliced: Bool) async throws {
+        let server = try await TestServer.start(stages: spliced ? [] : ["test_sha256"])
         defer { server.scratch.remove() }
         // No half-close: the client's close is a reset (SO_LINGER 0), never a FIN.
         let channel = try await Client.connect(server.port, halfClose: false)
@@ -97,9 +98,9 @@ struct TCPReceiverTests {
         #expect(server.scratch.temporaries(root: "root").isEmpty)
     }
 
-    @Test("an upload over max_upload_size is refused and leaves nothing; one at the limit is stored")
-    func maxUploadSize() async throws {
-        let server = try await TestServer.start(listener: "max_upload_size: 100KiB")
+    @Test("an upload over max_upload_size is refused and leaves nothing; one at the limit is stored", arguments: [false, true])
+    func maxUploadSize(spliced: Bool) async throws {
+        let server = try await TestServer.start(listener: "max_upload_size: 100KiB", stages: spliced ? [] : ["test_sha256"])
         defer { server.scratch.remove() }
         let atLimit = try receipt(try await Client.upload(pseudoRandomBytes(count: 100 * 1024), port: server.port))
         #expect(atLimit.bytesReceived == 100 * 1024)
