@@ -48,8 +48,6 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var inputEnded = false
     private var failure: (any Error)?
     private var waiter: EventLoopPromise<Void>?
-    /// The channel's reads per wake-up before the switch (restored after it).
-    private var readsPerWakeup: UInt?
     /// The socket's descriptor, found at the connection's first splice.
     private var fd: CInt?
 
@@ -79,14 +77,10 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
         mode = .diverting
         failure = nil
         // Reads from here on only say that the socket has bytes (the parts before the marker
-        // are still being consumed, and each asks NIO for a read): one byte long.
+        // are still being consumed, and each asks NIO for a read): one byte long. (The
+        // channel reads once per wake-up, see UploadChannel: a second read in the same
+        // wake-up would count as one nobody asked for, full-sized.)
         pace.limit = 1
-        // One read per wake-up while diverting: a second read in the same wake-up would be
-        // full-sized (see channelRead) and copy what the upload could splice.
-        if let options = context.channel.syncOptions {
-            readsPerWakeup = try? options.getOption(.maxMessagesPerRead)
-            try? options.setOption(.maxMessagesPerRead, value: 1)
-        }
         connectionGuard.fireSpliceMarker()
         return (fd, pipe)
     }
@@ -125,7 +119,7 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
     func finish(expected: Int) {
         guard case .diverting = mode, let context else { return }
         mode = .passing
-        restoreReads()
+        pace.limit = .max
         connectionGuard.dropBodyBytes(expected)
         var left = expected
         while left > 0 {
@@ -149,16 +143,8 @@ final class HTTPSpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard case .diverting = mode else { return }
         mode = .discarding
         pending = nil
-        restoreReads()
-        fail(SluiceError(.internal, "the upload stopped"))
-    }
-
-    private func restoreReads() {
         pace.limit = .max
-        if let readsPerWakeup, let options = context?.channel.syncOptions {
-            try? options.setOption(.maxMessagesPerRead, value: readsPerWakeup)
-        }
-        readsPerWakeup = nil
+        fail(SluiceError(.internal, "the upload stopped"))
     }
 
     /// Fails the wait (a stall, a reset, cancellation).
