@@ -126,6 +126,12 @@ public final class SplicePipe: Sendable {
     /// Bytes moved from pipes into files by this process so far (also the metric
     /// `sluice_bytes_spliced_total`).
     public static var bytesDrained: Int { drained.load(ordering: .relaxed) }
+
+    /// Creates the `sluice_bytes_spliced_total` metric now, so that it is exported (at 0)
+    /// before the first splice. A receiver that may splice calls it when it starts.
+    public static func registerMetrics() {
+        drainedCounter.increment(by: 0)
+    }
 }
 
 /// A piece of an upload body as a sink that can take pipes reads it: bytes in memory,

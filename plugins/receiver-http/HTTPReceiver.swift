@@ -50,6 +50,7 @@ public struct HTTPReceiver: Receiver {
 
     public func run() async throws {
         let logger = environment.logger
+        if configuration.splice { SplicePipe.registerMetrics() }
         let handler = RequestHandler(receiver: self)
         let channel = UploadChannel(
             responder: { request, writer, channel in

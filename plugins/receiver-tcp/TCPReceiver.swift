@@ -78,6 +78,7 @@ public struct TCPReceiver: Receiver {
         let idleTimeout = TimeAmount.nanoseconds(Self.nanoseconds(configuration.idleTimeout.duration))
         let prebuffer = Int(clamping: configuration.effectivePrebuffer.bytes)
         let splice = configuration.splice && configuration.framing == .stream
+        if splice { SplicePipe.registerMetrics() }
         let logger = self.logger
         let listenAddress = "\(configuration.listen)"
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
