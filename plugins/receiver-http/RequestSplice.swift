@@ -22,6 +22,9 @@ import Synchronization
 ///    request's end and parses the next request on the connection as usual
 ///    (keep-alive and pipelining unchanged). Bytes read past the body go to it next.
 ///
+/// The socket's bytes must be the body's bytes: a listener that adds TLS (not implemented)
+/// must not add this handler, or ciphertext would be stored.
+///
 /// An upload that fails while spliced leaves the decoder behind: its connection gets
 /// `Connection: close` with the error (as any request answered before its end), and raw
 /// bytes are dropped until it closes.

@@ -22,7 +22,9 @@ import SluiceCore
 ///    and NIO's next read finds the end of input: `cat f | nc -N`, whose FIN arrives
 ///    while megabytes still wait in the socket buffer, is spliced to its last byte.
 ///
-/// The end of input is the splice that returns 0; a reset is a splice error.
+/// The end of input is the splice that returns 0; a reset is a splice error. The socket's
+/// bytes must be the upload's bytes: a listener that adds TLS (not implemented) must not
+/// add ``SpliceHandler``, or ciphertext would be stored.
 
 /// Sits between ``ConnectionWatchdog`` and the async channel. Passes everything on
 /// until ``begin()``; afterwards keeps the reads for the upload.
