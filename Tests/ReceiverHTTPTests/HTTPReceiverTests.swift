@@ -206,14 +206,7 @@ struct HTTPReceiverTests {
     @Test("a client dropping mid-body commits nothing; the server keeps serving")
     func clientDrop() async throws {
         try await withServer { server in
-            let script = """
-            import socket, time
-            s = socket.create_connection(("127.0.0.1", \(server.port)), timeout=5)
-            s.sendall(b"PUT /upload/drop.bin HTTP/1.1\\r\\nHost: t\\r\\nContent-Length: 1048576\\r\\n\\r\\n" + b"x" * 100000)
-            time.sleep(0.2)
-            s.close()
-            """
-            let result = try await run(["python3", "-c", script])
+            let result = try await droppedPUT(port: server.port, contentLength: 1 << 20, sending: 100_000, pause: 0.2)
             #expect(result.status == 0, "\(result.stderr)")
             try await Task.sleep(for: .milliseconds(300))
             let (status, _, _) = try await curl(["-X", "PUT", "--data-binary", "after", "\(server.base)/upload/after.txt"])

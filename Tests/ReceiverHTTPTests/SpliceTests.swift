@@ -130,14 +130,7 @@ struct HTTPSpliceTests {
     @Test("a client that drops mid-body while spliced leaves no file; the server keeps serving")
     func dropWhileSpliced() async throws {
         let server = try await DiskServer.start()
-        let script = """
-        import socket, time
-        s = socket.create_connection(("127.0.0.1", \(server.port)), timeout=5)
-        s.sendall(b"PUT /upload/drop.bin HTTP/1.1\\r\\nHost: t\\r\\nContent-Length: 4194304\\r\\n\\r\\n" + b"x" * 1_000_000)
-        time.sleep(0.3)
-        s.close()
-        """
-        let result = try await run(["python3", "-c", script])
+        let result = try await droppedPUT(port: server.port, contentLength: 4 << 20, sending: 1_000_000, pause: 0.3)
         #expect(result.status == 0, "\(result.stderr)")
         try await Task.sleep(for: .milliseconds(300))
         let (status, _, _) = try await curl(["-T", try server.dir.file("after", pseudoRandomBytes(count: 500_000)), "\(server.base)/upload/after"])

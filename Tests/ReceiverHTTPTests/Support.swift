@@ -143,6 +143,19 @@ func stalledPUT(port: Int, contentLength: Int, sending: Int) async throws -> Com
     return try await run(["python3", "-c", script])
 }
 
+/// `PUT /upload/drop.bin` declaring `contentLength` body bytes, sends `sending` of them,
+/// waits `pause` seconds and closes the connection mid-body (Python's socket module).
+func droppedPUT(port: Int, contentLength: Int, sending: Int, pause: Double) async throws -> CommandResult {
+    let script = """
+    import socket, time
+    s = socket.create_connection(("127.0.0.1", \(port)), timeout=5)
+    s.sendall(b"PUT /upload/drop.bin HTTP/1.1\\r\\nHost: t\\r\\nContent-Length: \(contentLength)\\r\\n\\r\\n" + b"x" * \(sending))
+    time.sleep(\(pause))
+    s.close()
+    """
+    return try await run(["python3", "-c", script])
+}
+
 /// A unique temporary directory, removed by `cleanup()`.
 struct TempDir {
     let path: String
