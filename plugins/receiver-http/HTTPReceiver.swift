@@ -110,9 +110,7 @@ struct RequestHandler: Sendable {
         do {
             let receipt = try await upload(request, writer: writer, channel: channel)
             head = HTTPResponse(status: .created)
-            if let url = receipt.location.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) {
-                head.headerFields[.contentLocation] = url
-            }
+            head.headerFields[.contentLocation] = PercentEncoding.encodePath(receipt.location)
             body = receipt.jsonLine() + "\n"
         } catch {
             let failure = SluiceError.from(error)
@@ -189,7 +187,7 @@ struct RequestHandler: Sendable {
 
         let name: String
         if let rawName {
-            guard let decoded = rawName.removingPercentEncoding else {
+            guard let decoded = PercentEncoding.decode(rawName) else {
                 throw SluiceError(.invalidName, "name \(UploadName.quoted(rawName)) has invalid percent-encoding")
             }
             name = try UploadName.sanitize(decoded)

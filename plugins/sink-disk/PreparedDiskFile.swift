@@ -115,7 +115,7 @@ struct Placement: Sendable {
     /// descriptor). Returns `nil` when this does not apply or the name is taken (the full
     /// path then applies the conflict policy).
     private func linkDirectly() throws -> String? {
-        guard temp.isAnonymous, !fsync, sidecars.isEmpty, !name.contains("/") else { return nil }
+        guard temp.isAnonymous, !fsync, sidecars.isEmpty, !name.utf8.contains(UInt8(ascii: "/")) else { return nil }
         if linkat(AT_FDCWD, temp.descriptorPath, AT_FDCWD, root + "/" + name, AT_SYMLINK_FOLLOW) == 0 { return name }
         let code = errno
         guard code == EEXIST else { throw FileSystemCalls.failure("store", name, code) }
