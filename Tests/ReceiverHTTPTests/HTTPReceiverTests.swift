@@ -160,6 +160,8 @@ struct HTTPReceiverTests {
 
     @Test("hostile names are refused with 400", arguments: [
         "/upload/../etc/passwd", "/upload/%2e%2e/x", "/upload/a/%2E%2E/%2E%2E/b", "/upload//abs", "/upload/a%00b", "/upload/a%0Ab",
+        // Percent-encoding that does not decode: a stray `%`, bytes that are not UTF-8.
+        "/upload/bad%zzname", "/upload/100%", "/upload/%C3%28", "/upload/x%FF",
     ])
     func traversal(path: String) async throws {
         try await withServer { server in
@@ -167,6 +169,17 @@ struct HTTPReceiverTests {
             #expect(status == 400, "\(path): \(body)")
             #expect(errorCode(body) == "invalid_name")
             #expect(server.sink.committed.isEmpty)
+        }
+    }
+
+    @Test("percent-encoded names are stored decoded; Content-Location is the location percent-encoded")
+    func percentEncodedNames() async throws {
+        try await withServer { server in
+            let (status, body, result) = try await curl(["-D", "-", "-X", "PUT", "--data-binary", "x", "\(server.base)/upload/%C3%A9t%C3%A9%20x%3Fy.txt"])
+            #expect(status == 201, "\(body)")
+            #expect(server.sink.committed.map(\.name) == ["été x?y.txt"])
+            // The memory sink's location is `memory:<name>`; `:` is encoded too (a scheme otherwise).
+            #expect(result.stdout.contains("Content-Location: memory%3A%C3%A9t%C3%A9%20x%3Fy.txt\r\n"), "\(result.stdout)")
         }
     }
 

@@ -79,7 +79,12 @@ public struct HTTPReceiver: Receiver {
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: Self.quietServerLogger(logger)
         )
-        try await server.run()
+        // Hummingbird's accept loop and the start and end of each connection's task run
+        // on an event loop, not the cooperative pool: handing every accepted connection to
+        // an idle pool thread and back cost ~3 futex wake-ups per connection (strace).
+        try await withTaskExecutorPreference(EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.any())) {
+            try await server.run()
+        }
     }
 
     /// Hummingbird logs its own start at info; Sluice announces listeners itself.
