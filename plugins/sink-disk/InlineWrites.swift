@@ -21,7 +21,9 @@ import Synchronization
 /// soon after that doubles the time on the threads (up to ``maxBackoff``), so a disk
 /// that stays slow costs an event loop one slow write a minute at most. Creating,
 /// closing, renaming and fsyncing files always run on the disk threads (they take
-/// directory locks, or wait for the disk by design).
+/// directory locks, or wait for the disk by design; measured with creates and links on
+/// the event loops: 4 KiB keep-alive PUTs fell from 13,900–17,000 to 10,600–11,200
+/// uploads/s, the two event loops waiting on one directory's lock).
 final class InlineWrites: Sendable {
     /// The longest an inline write may take; `.zero` turns inline writes off.
     let limit: TimeAmount
