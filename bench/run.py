@@ -776,41 +776,52 @@ class Bench:
         count = 8 if self.quick else 32
         size = self.size("16MiB")
 
-        # A stage's cost is a difference of two runs, compared with a raw rate measured at
-        # another moment, and this machine's CPU speed drifts by ~10% from minute to minute
-        # (measured: crc32 came out 0.91x and 1.48x of raw in two runs, gzip level 1 0.86x and
-        # 1.02x). So every pipeline runs `rounds` times in alternation, the raw rates are
-        # measured in every round, and the medians count.
+        # A stage's cost is a difference of two runs, compared with a raw rate, and this
+        # machine's CPU speed drifts from minute to minute (measured: the same Python crc32
+        # loop at 4,155 and 3,280 MB per CPU-second minutes apart; crc32's ratio came out
+        # 0.91x and 1.48x in two runs that measured the raw rate once). So every stage run is
+        # flanked by pass-through runs of the same size (its baseline is their mean) and
+        # followed at once by the raw measurement; this repeats `rounds` times and the
+        # medians count.
         rounds = 1 if self.quick else 3
         # The cheap stages cost 0.2–0.7 CPU-s per GiB: with 512 MiB a run, ±30 ms of noise on
-        # either run is ±20% of their cost. They (and the pass-through they are measured
-        # against) send four times as much.
-        cheap = {"pass", "sha256", "crc32"}
+        # either run is ±20% of their cost. They (and their baselines) send four times as much.
+        cheap = {"sha256", "crc32"}
+
+        def median(values):
+            values = sorted(v for v in values if v is not None)
+            return values[len(values) // 2] if values else None
 
         def run(server):
-            runs = {}
-            raw_runs = {}
+            measured = {}
+            passes = {}
             for payload in ("text", "random"):
-                for pass_number in range(rounds):
-                    for n in names:
-                        if n == "crc32" and payload == "text":
-                            continue
-                        r = self.measure(server, "--target", f"127.0.0.1:{ports[n]}", "--concurrency", 2, "--size", size,
-                                         "--count", count * 4 if n in cheap else count, "--payload", payload)
-                        runs.setdefault((payload, n), []).append(r)
-                        if n == "pass":
+                stages_here = [n for n in names if n != "pass" and not (n == "crc32" and payload == "text")]
+                sample = self.work / f"stage-sample-{payload}"
+                for _ in range(rounds):
+                    for n in stages_here:
+                        n_count = count * 4 if n in cheap else count
+
+                        def go(name):
+                            return self.measure(server, "--target", f"127.0.0.1:{ports[name]}", "--concurrency", 2, "--size", size,
+                                                "--count", n_count, "--payload", payload)
+                        before = go("pass")
+                        if not sample.exists():
                             # A landed pass-through file is the payload itself: the sample for the raw figures.
                             files = sorted(p for p in server.data.rglob("*") if p.is_file() and not p.name.startswith("."))
                             if files:
-                                raw_runs.setdefault(payload, []).append(self.raw_stage_rates(files[0]))
-                            # measure() empties the directory before the next run.
-            results = {}
-            for key, measured in runs.items():
-                ranked = sorted(measured, key=lambda r: self.cpu_per_gib(r) or 0)
-                results[key] = ranked[len(ranked) // 2]
-            raw = {}
-            for payload, measured in raw_runs.items():
-                raw[payload] = {k: sorted(m[k] for m in measured)[len(measured) // 2] for k in measured[0]}
+                                shutil.copyfile(files[0], sample)
+                        stage = go(n)
+                        raw_now = self.raw_stage_rates(sample)[n] if sample.exists() else None
+                        after = go("pass")
+                        passes.setdefault(payload, []).extend([before, after])
+                        cpg, b0, b1 = self.cpu_per_gib(stage), self.cpu_per_gib(before), self.cpu_per_gib(after)
+                        cost = cpg - (b0 + b1) / 2 if None not in (cpg, b0, b1) else None
+                        in_sluice = GIB / 1e6 / cost if cost and cost > 0 else None
+                        measured.setdefault((payload, n), []).append({
+                            "cpg": cpg, "cost": cost, "raw": raw_now, "mb_per_s": stage["mb_per_s"],
+                            "ratio": in_sluice / raw_now if in_sluice and raw_now else None,
+                        })
             one = self.measure(server, "--target", f"127.0.0.1:{ports['both']}", "--concurrency", 1, "--size", self.size("64MiB"),
                                "--count", 4 if not self.quick else 2, "--payload", "text")
             many = self.measure(server, "--target", f"127.0.0.1:{ports['both']}", "--concurrency", 4, "--size", self.size("64MiB"),
@@ -820,37 +831,40 @@ class Bench:
             for n in ("pass", "both"):
                 mem[n] = self.measure(server, "--target", f"127.0.0.1:{ports[n]}", "--concurrency", 64, "--size", self.size("6MiB"),
                                       "--count", 64, "--rate", "1MiB", "--payload", "text")
-            return results, raw, one, many, mem
+            return measured, passes, one, many, mem
 
         out = self.with_server(server, run)
         if out is None:
             self.sections.append(("Stage costs", "sluice failed to start"))
             return
-        results, raw, one, many, mem = out
+        measured, passes, one, many, mem = out
         labels = {"gzip1": "compress gzip level 1", "gzip6": "compress gzip level 6", "sha256": "hash sha256",
                   "crc32": "hash crc32", "both": "compress 1 + hash sha256"}
         rows = ["| stage | payload | pipeline CPU-s per GiB | minus pass-through | MB per CPU-s in Sluice | raw MB per CPU-s (same libs) | Sluice ÷ raw | MB/s |",
                 "|---|---|---:|---:|---:|---:|---:|---:|"]
-        for (payload, n), r in results.items():
-            cpg = self.cpu_per_gib(r)
-            base = self.cpu_per_gib(results.get((payload, "pass")))
-            if n == "pass":
-                rows.append(f"| pass-through | {payload} | {cpg:.2f} | | | | | {r['mb_per_s']:.0f} |")
-                continue
-            cost = cpg - base if cpg is not None and base is not None else None
-            in_sluice = GIB / 1e6 / cost if cost and cost > 0 else None
-            raw_rate = raw.get(payload, {}).get(n)
-            ratio = f"{in_sluice / raw_rate:.2f}" if in_sluice and raw_rate else ""
-            rows.append(f"| {labels[n]} | {payload} | {cpg:.2f} | {cost:.2f} | {in_sluice or 0:.0f} | "
-                        f"{raw_rate or 0:.0f} | {ratio} | {r['mb_per_s']:.0f} |")
+        for payload in ("text", "random"):
+            runs = passes.get(payload, [])
+            if runs:
+                rows.append(f"| pass-through | {payload} | {median(self.cpu_per_gib(r) for r in runs):.2f} | | | | | "
+                            f"{median(r['mb_per_s'] for r in runs):.0f} |")
+            for (p_, n), ms in measured.items():
+                if p_ != payload:
+                    continue
+                cost = median(m["cost"] for m in ms)
+                in_sluice = GIB / 1e6 / cost if cost and cost > 0 else 0
+                ratio = median(m["ratio"] for m in ms)
+                rows.append(f"| {labels[n]} | {payload} | {median(m['cpg'] for m in ms):.2f} | {cost or 0:.2f} | {in_sluice:.0f} | "
+                            f"{median(m['raw'] for m in ms) or 0:.0f} | {f'{ratio:.2f}' if ratio else ''} | "
+                            f"{median(m['mb_per_s'] for m in ms):.0f} |")
         scale = many["mb_per_s"] / one["mb_per_s"] if one["mb_per_s"] else 0
         growth = (mem["both"]["server_rss_peak_kib"] - mem["pass"]["server_rss_peak_kib"]) / 64
         md = ("Uploads of 16 MiB, 2 at a time, into the same disk sink through each pipeline (2 GiB a run for the "
-              "pass-through, sha256 and crc32 pipelines, 512 MiB for the others); a stage's cost is its "
-              f"pipeline's server CPU per GiB minus the pass-through pipeline's. Every pipeline runs {rounds} "
-              f"time{'s' if rounds != 1 else ''} in alternation and the raw rates are measured in every round; medians count "
-              "(this machine's CPU speed drifts by ~10% from minute to minute). Raw figures: Python's zlib and hashlib "
-              "(system libz, OpenSSL) on a landed pass-through file, in the same run. Goal: within 10% (Sluice ÷ raw 0.9–1.1).\n\n"
+              "sha256 and crc32 pipelines, 512 MiB for the others); a stage's cost is its pipeline's server CPU per GiB "
+              "minus that of the pass-through runs of the same size just before and after it, and its raw rate is "
+              "measured right after it (Python's zlib and hashlib — system libz, OpenSSL — on a landed pass-through "
+              f"file): this machine's CPU speed drifts from minute to minute. {rounds} round{'s' if rounds != 1 else ''}; "
+              "the table shows medians, the ratio is the median of each round's ratio. "
+              "Goal: within 10% (Sluice ÷ raw 0.9–1.1).\n\n"
               + "\n".join(rows) +
               f"\n\n- compress 1 + sha256, text: 1 upload {one['mb_per_s']:.0f} MB/s, 4 concurrent {many['mb_per_s']:.0f} MB/s: "
               f"**{scale:.2f}×** (goal ≥ 1.7× {'✓' if scale >= 1.7 else '✗'})"
