@@ -557,6 +557,25 @@ class Bench:
               + iperf_line + "\n\n" + self.throughput_table(rows, show_landed=False))
         self.sections.append(("Generator ceiling", md))
 
+    def in_rounds(self, servers, scenario_names, run, once=()):
+        """Rows of `run(server)` for every server, `rounds` times in alternation (the
+        comparisons take medians: one run each let a noisy minute decide a ratio near its
+        goal), sorted by scenario. Servers named in `once` run in the first round only; a
+        server given as (name, why) gets an "n/a" row per scenario."""
+        rounds = 1 if self.quick else 3
+        rows = []
+        for round_number in range(rounds):
+            for server in servers:
+                if isinstance(server, tuple):
+                    if round_number == 0:
+                        rows += [(name, server[0], f"n/a: {server[1]}") for name in scenario_names]
+                    continue
+                if round_number > 0 and server.name in once:
+                    continue
+                rows += self.with_server(server, run) or [(name, server.name, "failed to start") for name in scenario_names]
+        rows.sort(key=lambda row: scenario_names.index(row[0]))
+        return rows, rounds
+
     def tcp_scenarios(self):
         k = 1 if self.quick else 4
         return [
@@ -576,29 +595,17 @@ class Bench:
         servers.append(as_written)
         servers.append(self.asyncio_server("asyncio-64k-plain", free_port(), data, 65536, "plain"))
         servers.append(self.asyncio_server("asyncio-64k-plain-uvloop", free_port(), data, 65536, "plain", uvloop=True))
-        rows = []
         servers = [x for x in servers if self.wanted(x[0] if isinstance(x, tuple) else x.name)]
-        # Sluice and its close peers run `rounds` times in alternation (the goals compare the
-        # medians): one run each let a noisy minute decide a ratio near its goal.
-        rounds = 1 if self.quick else 3
-        for round_number in range(rounds):
-            for server in servers:
-                if isinstance(server, tuple):
-                    if round_number == 0:
-                        rows += [(s[0], server[0], f"n/a: {server[1]}") for s in self.tcp_scenarios()]
-                    continue
-                if round_number > 0 and server.name.startswith("asyncio-1k"):
-                    continue  # 20× and more away from its goal, and the slowest to run
 
-                def run(server):
-                    out = []
-                    for name, conc, size, count in self.tcp_scenarios():
-                        n = max(1, int(count * server.scale))
-                        out.append((name, server.name, self.measure(server, "--target", f"127.0.0.1:{server.port}",
-                                                                    "--concurrency", conc, "--size", self.size(size), "--count", n)))
-                    return out
-                rows += self.with_server(server, run) or [(s[0], server.name, "failed to start") for s in self.tcp_scenarios()]
-        rows.sort(key=lambda row: [s[0] for s in self.tcp_scenarios()].index(row[0]))
+        def run(server):
+            out = []
+            for name, conc, size, count in self.tcp_scenarios():
+                n = max(1, int(count * server.scale))
+                out.append((name, server.name, self.measure(server, "--target", f"127.0.0.1:{server.port}",
+                                                            "--concurrency", conc, "--size", self.size(size), "--count", n)))
+            return out
+        # The design as written runs once: 20× and more away from its goal, and the slowest to run.
+        rows, rounds = self.in_rounds(servers, [s[0] for s in self.tcp_scenarios()], run, once={as_written.name})
         goals = {"asyncio-64k-plain": {"throughput": 1.5, "cpu": 0.5}, "asyncio-1k-aiofile (as written)": {"throughput": 5}}
         md = ("Each scenario sends 1 GiB (`--quick`: 256 MiB); the design as written gets a quarter of that, "
               "to keep the run bounded (throughput and CPU per GiB are rates, so they compare). "
@@ -623,23 +630,13 @@ class Bench:
         sl, why = self.sluice_server("sluice", "http-disk.yaml", free_port(), data)
         servers.append(sl or ("sluice", why))
         servers.append(self.nginx_server(free_port(), data))
-        rows = []
         servers = [x for x in servers if self.wanted(x[0] if isinstance(x, tuple) else x.name)]
-        # As for tcp: rounds in alternation, medians compared.
-        rounds = 1 if self.quick else 3
-        for round_number in range(rounds):
-            for server in servers:
-                if isinstance(server, tuple):
-                    if round_number == 0:
-                        rows += [(s[0], server[0], f"n/a: {server[1]}") for s in self.http_scenarios()]
-                    continue
 
-                def run(server):
-                    url = f"http://127.0.0.1:{server.port}/upload/"
-                    return [(name, server.name, self.measure(server, "--mode", "http", "--target", url, *args))
-                            for name, args in self.http_scenarios()]
-                rows += self.with_server(server, run) or [(s[0], server.name, "failed to start") for s in self.http_scenarios()]
-        rows.sort(key=lambda row: [s[0] for s in self.http_scenarios()].index(row[0]))
+        def run(server):
+            url = f"http://127.0.0.1:{server.port}/upload/"
+            return [(name, server.name, self.measure(server, "--mode", "http", "--target", url, *args))
+                    for name, args in self.http_scenarios()]
+        rows, rounds = self.in_rounds(servers, [s[0] for s in self.http_scenarios()], run)
         # Issue #3: large PUTs ≥ 1.1× nginx's throughput at ≤ 0.7× its CPU per GiB; 4 KiB
         # keep-alive PUTs at least nginx's uploads/s with at most its p99 latency.
         keep_alive = {name: {"nginx": {"throughput": 1.0, "p99": 1.0}} for name, _ in self.http_scenarios() if "keep-alive" in name}
