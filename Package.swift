@@ -22,6 +22,7 @@ let lifecycle: Target.Dependency = product("ServiceLifecycle", "swift-service-li
 let dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+    .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
@@ -83,7 +84,7 @@ let coreTargets: [Target] = [
         dependencies: nio + [
             "CZlib", "CLinux", product("_NIOFileSystem", "swift-nio"), logging, metrics,
             product("Crypto", "swift-crypto"), lifecycle, product("Yams", "Yams"),
-            product("DequeModule", "swift-collections"),
+            product("DequeModule", "swift-collections"), product("NIOSSL", "swift-nio-ssl"), product("NIOTLS", "swift-nio"),
         ],
         swiftSettings: sluiceSettings
     ),
@@ -94,7 +95,7 @@ let coreTargets: [Target] = [
         name: "SluiceRuntime",
         // The one registration list (BuiltinPlugins.swift) imports every plugin.
         dependencies: ["SluiceCore"] + nio + plugins.map { Target.Dependency(stringLiteral: $0.name) } + [
-            product("Hummingbird", "hummingbird"), product("Prometheus", "swift-prometheus"),
+            product("Hummingbird", "hummingbird"), product("HummingbirdTLS", "hummingbird"), product("Prometheus", "swift-prometheus"),
             logging, metrics, lifecycle, product("UnixSignals", "swift-service-lifecycle"),
         ],
         swiftSettings: sluiceSettings

@@ -1,7 +1,9 @@
 import Hummingbird
+import HummingbirdTLS
 import Logging
 import Metrics
 import NIOCore
+import NIOSSL
 import Prometheus
 import ServiceLifecycle
 import SluiceCore
@@ -14,6 +16,8 @@ import SluiceCore
 /// and runs this service beside the ``Supervisor``.
 public struct AdminService: Service {
     public let listen: ListenAddress
+    /// HTTPS, if set (the `admin.tls` key, read when the config was decoded).
+    public let tls: TLSConfiguration?
     public let registry: PrometheusCollectorRegistry
     public let logger: Logger
     public let onAnnounce: @Sendable (ListenerAnnouncement) -> Void
@@ -27,11 +31,13 @@ public struct AdminService: Service {
 
     public init(
         listen: ListenAddress,
+        tls: TLSConfiguration? = nil,
         registry: PrometheusCollectorRegistry,
         logger: Logger,
         onAnnounce: @escaping @Sendable (ListenerAnnouncement) -> Void = { _ in }
     ) {
         self.listen = listen
+        self.tls = tls
         self.registry = registry
         self.logger = logger
         self.onAnnounce = onAnnounce
@@ -72,13 +78,15 @@ public struct AdminService: Service {
         quiet.logLevel = max(logger.logLevel, .warning)
         let listen = self.listen
         let onAnnounce = self.onAnnounce
+        let tls = self.tls
         let app = Application(
             router: router,
+            server: try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
             configuration: ApplicationConfiguration(address: .hostname(listen.host, port: listen.port), serverName: nil),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? listen.port
                 let host = listen.host.contains(":") ? "[\(listen.host)]" : listen.host
-                onAnnounce(ListenerAnnouncement(listener: "admin", type: "admin", address: "\(host):\(port)", port: port, detail: "/healthz, /metrics"))
+                onAnnounce(ListenerAnnouncement(listener: "admin", type: "admin", address: "\(host):\(port)", port: port, detail: (tls == nil ? "" : "TLS, ") + "/healthz, /metrics"))
             },
             logger: quiet
         )

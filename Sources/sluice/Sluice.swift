@@ -91,7 +91,7 @@ struct Serve: AsyncParsableCommand {
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: supervisor)]
         if let admin = loaded.config.admin {
-            services.append(.init(service: AdminService(listen: admin.listen, registry: metrics, logger: logger, onAnnounce: announce)))
+            services.append(.init(service: AdminService(listen: admin.listen, tls: admin.tlsConfiguration, registry: metrics, logger: logger, onAnnounce: announce)))
         }
         FileHandle.standardOutput.write(Data("sluice: config \(config ?? DefaultConfig.fileName)\n".utf8))
         let group = ServiceGroup(

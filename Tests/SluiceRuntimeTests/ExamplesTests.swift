@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SluiceCore
 import SluiceRuntime
+import SluiceTestKit
 import Testing
 
 /// The package root, found from this file's location.
@@ -20,11 +21,20 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
     }
 
     @Test(arguments: exampleFiles)
-    func exampleConfigLoadsAndBuilds(file: String) throws {
+    func exampleConfigLoadsAndBuilds(file: String) async throws {
         // Examples read secrets from the environment; give them stand-ins.
         var environment = ProcessInfo.processInfo.environment
         for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT", "SLUICE_TOKEN"] where environment[key] == nil {
             environment[key] = key == "S3_ENDPOINT" ? "http://127.0.0.1:8333" : "example-\(key.lowercased())"
+        }
+        // TLS files are read when a config is built: real ones, made for the test.
+        let certificates = try TemporaryDirectory(prefix: "sluice-example-tls")
+        defer { certificates.remove() }
+        if try String(contentsOfFile: packageRoot.appendingPathComponent("examples/\(file)").path, encoding: .utf8).contains("SLUICE_TLS_CERT") {
+            let made = try await TestCertificates.make(in: certificates)
+            environment["SLUICE_TLS_CERT"] = made.serverCertificate
+            environment["SLUICE_TLS_KEY"] = made.serverKey
+            environment["SLUICE_CLIENT_CA"] = made.caCertificate
         }
         let path = packageRoot.appendingPathComponent("examples").appendingPathComponent(file).path
         let loaded = try LoadedConfig.load(path: path, registry: .builtin, environment: environment)

@@ -33,9 +33,12 @@ public struct HTTPReceiver: Receiver {
     let environment: ReceiverEnvironment
     let gate: UploadGate
     let connections: ConnectionLimiter
+    /// The listener's TLS context (`tls`), if it serves HTTPS.
+    let tls: TLSServer?
 
-    init(name: String, configuration: HTTPReceiverPlugin.Configuration, routes: [ResolvedRoute], environment: ReceiverEnvironment) {
+    init(name: String, configuration: HTTPReceiverPlugin.Configuration, routes: [ResolvedRoute], tls: TLSServer? = nil, environment: ReceiverEnvironment) {
         self.name = name
+        self.tls = tls
         self.configuration = configuration
         self.routes = routes
         self.environment = environment
@@ -50,7 +53,7 @@ public struct HTTPReceiver: Receiver {
 
     public func run() async throws {
         let logger = environment.logger
-        if configuration.splice { SplicePipe.registerMetrics() }
+        if configuration.splices { SplicePipe.registerMetrics() }
         let handler = RequestHandler(receiver: self)
         let channel = UploadChannel(
             responder: { request, writer, channel in
@@ -62,19 +65,22 @@ public struct HTTPReceiver: Receiver {
             ),
             connections: connections,
             maxHeaderSize: Int(configuration.maxHeaderSize.bytes),
-            splice: configuration.splice
+            splice: configuration.splices,
+            tls: tls,
+            listenerLogger: logger
         )
         let listen = configuration.listen
         let announce = environment.announce
         let detail = routes.map { "\($0.route.prefix) → \($0.pipeline.name)" }.joined(separator: ", ")
         let listenerName = name
+        let tls = self.tls
         let server = Server(
             childChannelSetup: channel,
             configuration: ServerConfiguration(address: .hostname(listen.host, port: listen.port), backlog: 1024),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? listen.port
                 let host = listen.host.contains(":") ? "[\(listen.host)]" : listen.host
-                announce(ListenerAnnouncement(listener: listenerName, type: HTTPReceiverPlugin.type, address: "\(host):\(port)", port: port, detail: "routes \(detail)"))
+                announce(ListenerAnnouncement(listener: listenerName, type: HTTPReceiverPlugin.type, address: "\(host):\(port)", port: port, detail: (tls == nil ? "" : "TLS, ") + "routes \(detail)"))
             },
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: Self.quietServerLogger(logger)
@@ -244,7 +250,7 @@ struct RequestHandler: Sendable {
 
         let chunks = RequestBodySequence(base: request.body)
         var body = UploadBody(chunks)
-        if configuration.splice, mode == .object, encoding == nil, !head.hasTransferEncoding, let declaredLength {
+        if configuration.splices, mode == .object, encoding == nil, !head.hasTransferEncoding, let declaredLength {
             // Layers that read the bytes (decoding, digests, stages) drop the pieces again.
             let length = Int(declaredLength)
             body = UploadBody(chunks) { RequestBodyPieces(chunks: chunks.makeAsyncIterator(), channel: channel, contentLength: length) }

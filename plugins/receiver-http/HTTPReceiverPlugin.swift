@@ -25,6 +25,7 @@ import SluiceCore
 ///   the server waits for it (between keep-alive requests, or for body bytes it asked for).
 /// - splice (bool, default true): move `PUT` bodies with a Content-Length from the socket
 ///   into the file in the kernel when nothing reads them (see the plugin's README).
+/// - tls (mapping, optional): serve HTTPS (see ``ListenerTLS``); no splicing then.
 public enum HTTPReceiverPlugin: ReceiverPlugin {
     public static let type = "http"
     public static let summary = "HTTP/1.1 uploads: PUT /<route>/<name> streams one object, POST /<route> appends a batch of records; 201 with a JSON receipt."
@@ -44,6 +45,7 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
         ConfigKey("header_timeout", "duration", default: "\(Configuration.defaultHeaderTimeout)", "Time to receive a complete request head once its first byte arrived (slowloris)."),
         ConfigKey("idle_timeout", "duration", default: "\(Configuration.defaultIdleTimeout)", "How long a connection may stay silent while the server waits for it: between keep-alive requests, or for body bytes (408 mid-body)."),
         ConfigKey("splice", "bool", default: "\(Configuration.defaultSplice)", "Past the sink's memory_buffer, move a PUT body with a Content-Length (no Content-Encoding) from the socket to the file in the kernel (Linux splice) when the route's pipeline has no stage that reads the bytes and its sink writes files (disk): one copy instead of two. false: always read them into memory."),
+        ListenerTLS.configKey,
     ]
 
     /// One route: a path prefix and what it feeds.
@@ -115,6 +117,12 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
         public var headerTimeout = Self.defaultHeaderTimeout
         public var idleTimeout = Self.defaultIdleTimeout
         public var splice = Self.defaultSplice
+        /// HTTPS on this listener, if set.
+        public var tls: ListenerTLS?
+
+        /// Whether bodies may be spliced: `splice`, and not on a TLS listener (its
+        /// socket carries ciphertext).
+        public var splices: Bool { splice && tls == nil }
 
         /// A configuration built in code (tests, library users).
         public init(listen: ListenAddress, routes: [Route], auth: AuthConfiguration? = nil) {
@@ -135,7 +143,7 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
             case maxHeaderSize = "max_header_size"
             case headerTimeout = "header_timeout"
             case idleTimeout = "idle_timeout"
-            case splice
+            case splice, tls
         }
 
         private struct PrefixKey: CodingKey {
@@ -165,6 +173,7 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
             headerTimeout = try c.decode(forKey: .headerTimeout, default: Self.defaultHeaderTimeout)
             idleTimeout = try c.decode(forKey: .idleTimeout, default: Self.defaultIdleTimeout)
             splice = try c.decode(forKey: .splice, default: Self.defaultSplice)
+            tls = try c.decodeIfPresent(ListenerTLS.self, forKey: .tls)
 
             if maxConnections < 1 { throw decoder.configIssue("max_connections", "must be at least 1") }
             if maxConcurrentUploads < 1 { throw decoder.configIssue("max_concurrent_uploads", "must be at least 1") }
@@ -208,6 +217,9 @@ public enum HTTPReceiverPlugin: ReceiverPlugin {
             let tokens = try route.auth.map { try BearerTokens.load($0, issue: { environment.plugin.issue("routes", $0) }) } ?? listenerTokens
             routes.append(HTTPReceiver.ResolvedRoute(route: route, pipeline: pipeline, tokens: tokens))
         }
-        return HTTPReceiver(name: environment.name, configuration: configuration, routes: routes, environment: environment)
+        let tls = try configuration.tls.map {
+            try $0.makeServer(applicationProtocols: ["http/1.1"], issue: { environment.plugin.issue("tls", $0) })
+        }
+        return HTTPReceiver(name: environment.name, configuration: configuration, routes: routes, tls: tls, environment: environment)
     }
 }

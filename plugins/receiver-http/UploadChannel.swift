@@ -17,8 +17,13 @@ struct UploadChannel: HTTPChannelHandler {
     let limits: ConnectionGuard.Limits
     let connections: ConnectionLimiter
     let maxHeaderSize: Int
-    /// Whether request bodies may be spliced into their files (the listener's `splice`).
+    /// Whether request bodies may be spliced into their files (the listener's `splice`,
+    /// never with TLS).
     let splice: Bool
+    /// The listener's TLS context, if it serves HTTPS.
+    let tls: TLSServer?
+    /// The listener's logger (the `logger` Hummingbird passes is quieted to warnings).
+    let listenerLogger: Logger
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         guard connections.tryAcquire() else {
@@ -29,6 +34,8 @@ struct UploadChannel: HTTPChannelHandler {
         let connections = self.connections
         channel.closeFuture.whenComplete { _ in connections.release() }
         return channel.eventLoop.makeCompletedFuture {
+            // First in the pipeline: every handler after it sees plaintext.
+            try tls?.addHandler(to: channel, logger: listenerLogger)
             let pace = ReadPace()
             let clock = ConnectionClock(pace: pace)
             var limits = NIOHTTPDecoderLimitConfiguration()

@@ -23,6 +23,8 @@ public struct TCPReceiver: Receiver {
     let announce: @Sendable (ListenerAnnouncement) -> Void
     let gate: UploadGate
     let connections: ConnectionLimiter
+    /// The listener's TLS context (`tls`), if it speaks TLS.
+    let tls: TLSServer?
 
     /// Back pressure between the socket and the pipeline: the channel stops reading
     /// once this many chunks wait for the pipeline, and reads again below the low mark.
@@ -49,8 +51,9 @@ public struct TCPReceiver: Receiver {
     static let readsPerWakeup: UInt = 1
     static let acceptBacklog: Int32 = 4096
 
-    public init(configuration: TCPReceiverPlugin.Configuration, pipeline: Pipeline, environment: ReceiverEnvironment) {
+    public init(configuration: TCPReceiverPlugin.Configuration, pipeline: Pipeline, tls: TLSServer? = nil, environment: ReceiverEnvironment) {
         self.name = environment.name
+        self.tls = tls
         self.configuration = configuration
         self.pipeline = pipeline
         self.logger = environment.logger
@@ -77,7 +80,9 @@ public struct TCPReceiver: Receiver {
     public func run() async throws {
         let idleTimeout = TimeAmount.nanoseconds(Self.nanoseconds(configuration.idleTimeout.duration))
         let prebuffer = Int(clamping: configuration.effectivePrebuffer.bytes)
-        let splice = configuration.splice && configuration.framing == .stream
+        // A TLS socket carries ciphertext: its bytes must pass through the TLS handler.
+        let splice = configuration.splice && configuration.framing == .stream && tls == nil
+        let tls = self.tls
         if splice { SplicePipe.registerMetrics() }
         let logger = self.logger
         let listenAddress = "\(configuration.listen)"
@@ -98,6 +103,8 @@ public struct TCPReceiver: Receiver {
             .childChannelOption(.maxMessagesPerRead, value: Self.readsPerWakeup)
             .bind(host: configuration.listen.host, port: configuration.listen.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // First in the pipeline: every handler after it sees plaintext.
+                    try tls?.addHandler(to: channel, logger: logger)
                     let ready = channel.eventLoop.makePromise(of: Bool.self)
                     let race = ShutdownRace()
                     // Reads shrink while the pipeline holds back (see ReadPace).
@@ -128,8 +135,8 @@ public struct TCPReceiver: Receiver {
 
         let port = server.channel.localAddress?.port ?? configuration.listen.port
         let address = ListenAddress(host: configuration.listen.host, port: port)
-        announce(ListenerAnnouncement(listener: name, type: TCPReceiverPlugin.type, address: "\(address)", port: port, detail: "pipeline \(pipeline.name)"))
-        logger.info("listening on \(address) (tcp, framing \(configuration.framing.rawValue)) → pipeline \(pipeline.name)")
+        announce(ListenerAnnouncement(listener: name, type: TCPReceiverPlugin.type, address: "\(address)", port: port, detail: tls == nil ? "pipeline \(pipeline.name)" : "TLS, pipeline \(pipeline.name)"))
+        logger.info("listening on \(address) (\(tls == nil ? "tcp" : "tcp+tls"), framing \(configuration.framing.rawValue)) → pipeline \(pipeline.name)")
 
         // A connection gets a task only once its upload may start (``ConnectionWatchdog``):
         // until then it waits here, as a channel and a few bytes.

@@ -37,6 +37,9 @@ import SluiceCore
 /// - `max_record_length` (size, default 64KiB): `lines` only: the longest record.
 /// - `on_long_record` (`truncate` | `reject`, default `truncate`): `lines` only: keep the
 ///   first `max_record_length` bytes of a longer record (with a warning), or fail the upload.
+/// - `tls` (mapping, optional): serve TLS (see ``ListenerTLS``). The upload then ends
+///   with the client's TLS `close_notify` (`openssl s_client`, `socat OPENSSL:`, `ncat
+///   --ssl`); a connection that ends without one (truncated) is discarded. No splicing.
 ///
 /// ```yaml
 /// listeners:
@@ -72,6 +75,7 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
         ConfigKey("max_record_length", "size", default: "\(Configuration.defaultMaxRecordLength)", "framing: lines only. The longest record, without its newline."),
         ConfigKey("on_long_record", "truncate | reject", default: Configuration.defaultOnLongRecord.rawValue,
                   "framing: lines only. truncate: keep the first max_record_length bytes and a newline (logged as a warning); reject: fail the upload."),
+        ListenerTLS.configKey,
     ]
 
     /// How a connection's bytes are cut into an upload.
@@ -140,8 +144,11 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
         public var onLongRecord: LongRecordPolicy
         /// `nil`: the framing's default (see ``effectivePrebuffer``).
         public var prebuffer: ByteSize?
-        /// Whether a `stream` upload may be spliced from the socket into its file.
+        /// Whether a `stream` upload may be spliced from the socket into its file
+        /// (never on a TLS listener: the socket carries ciphertext).
         public var splice: Bool
+        /// TLS on this listener, if set.
+        public var tls: ListenerTLS?
 
         /// The bytes gathered before an upload starts: `prebuffer`, or 16KiB for `stream`
         /// and 0 for `lines` (records reach the sink as they arrive).
@@ -176,7 +183,7 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
             case idleTimeout = "idle_timeout"
             case maxRecordLength = "max_record_length"
             case onLongRecord = "on_long_record"
-            case prebuffer, splice
+            case prebuffer, splice, tls
         }
 
         public init(from decoder: any Decoder) throws {
@@ -225,6 +232,7 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
             let splice = try c.decodeIfPresent(Bool.self, forKey: .splice)
             if splice != nil, framing != .stream { throw decoder.configIssue("splice", "applies only to framing: stream") }
             self.splice = splice ?? Self.defaultSplice
+            self.tls = try c.decodeIfPresent(ListenerTLS.self, forKey: .tls)
             if let prebuffer, prebuffer.bytes > Self.maxPrebuffer.bytes {
                 throw decoder.configIssue("prebuffer", "must be at most \(Self.maxPrebuffer): it is held in memory for every connection")
             }
@@ -233,7 +241,8 @@ public enum TCPReceiverPlugin: ReceiverPlugin {
 
     public static func make(_ configuration: Configuration, environment: ReceiverEnvironment) throws -> any Receiver {
         let pipeline = try environment.pipeline(named: configuration.pipeline, key: "pipeline")
-        return TCPReceiver(configuration: configuration, pipeline: pipeline, environment: environment)
+        let tls = try configuration.tls.map { try $0.makeServer(issue: { environment.plugin.issue("tls", $0) }) }
+        return TCPReceiver(configuration: configuration, pipeline: pipeline, tls: tls, environment: environment)
     }
 }
 

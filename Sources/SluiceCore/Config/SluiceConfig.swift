@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOSSL
 
 /// The whole config file: listeners, pipelines, and server settings.
 ///
@@ -30,7 +31,7 @@ public struct SluiceConfig: Decodable, Sendable {
     public static let keys: [ConfigKey] = [
         ConfigKey("listeners", "map of name → listener", default: "{}", "Receivers, each with a `type:` (see Receivers)."),
         ConfigKey("pipelines", "map of name → pipeline", default: "{}", "Each pipeline has `stages:` (a list, default empty) and one `sink:`."),
-        ConfigKey("admin", "mapping", default: "none", "Admin HTTP listener serving /healthz and /metrics."),
+        ConfigKey("admin", "mapping", default: "none", "Admin HTTP listener serving /healthz and /metrics: `listen` (address), optional `tls` (as on a listener: `certificate`, `private_key`, `client_ca`, `min_version`)."),
         ConfigKey("shutdown.drain_timeout", "duration", default: "\(ShutdownConfiguration.defaultDrainTimeout)", "How long SIGTERM/SIGINT waits for in-flight uploads before aborting them."),
         ConfigKey("log_level", "string", default: "info", "Minimum log level: trace, debug, info, notice, warning, error, critical."),
     ]
@@ -88,16 +89,27 @@ public struct SluiceConfig: Decodable, Sendable {
 public struct AdminConfiguration: Decodable, Sendable {
     /// Address to listen on.
     public var listen: ListenAddress
+    /// HTTPS on the admin listener, if set.
+    public var tls: ListenerTLS?
+    /// `tls` read and checked when the config was decoded (the admin listener is
+    /// not rebuilt on reload, so its files are read once).
+    public private(set) var tlsConfiguration: TLSConfiguration?
 
     public init(listen: ListenAddress) {
         self.listen = listen
     }
 
-    enum CodingKeys: String, CodingKey { case listen }
+    enum CodingKeys: String, CodingKey { case listen, tls }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.listen = try c.decode(ListenAddress.self, forKey: .listen)
+        self.tls = try c.decodeIfPresent(ListenerTLS.self, forKey: .tls)
+        if let tls {
+            self.tlsConfiguration = try tls.makeConfiguration(
+                applicationProtocols: ["http/1.1"], issue: { decoder.configIssue("tls", $0) }
+            ).0
+        }
     }
 }
 

@@ -1,0 +1,154 @@
+import Foundation
+import ReceiverHTTP
+import ServiceLifecycle
+import SluiceCore
+import SluiceRuntime
+import SluiceTestKit
+import Testing
+
+/// HTTPS on the http receiver and the admin listener (`tls:`), with curl as the client.
+@Suite("http receiver over TLS", .serialized, .timeLimit(.minutes(1)))
+struct HTTPTLSTests {
+    static let openssl = FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")
+
+    @Test("curl -T over HTTPS: 201 with a receipt, stored byte-exact; plain HTTP on the port gets nothing stored",
+          .enabled(if: openssl, "needs openssl"))
+    func httpsUpload() async throws {
+        let directory = try TemporaryDirectory(prefix: "sluice-tls")
+        defer { directory.remove() }
+        let certs = try await TestCertificates.make(in: directory)
+        let bytes = pseudoRandomBytes(count: 3 << 20, seed: 11)
+        let file = try directory.write(bytes, to: "three.bin")
+        try await withServer(configure: { $0.tls = ListenerTLS(certificate: certs.serverCertificate, privateKey: certs.serverKey) }) { server in
+            let https = "https://localhost:\(server.port)"
+            let (status, body, result) = try await curl(["--cacert", certs.caCertificate, "-T", file, "\(https)/upload/three.bin"])
+            #expect(status == 201, "\(body) \(result.stderr)")
+            #expect(try receipt(body).bytesStored == Int64(bytes.count))
+            #expect(server.sink.bytes(of: "three.bin").map(sha256Hex) == sha256Hex(bytes))
+
+            // Chunked, from stdin, over the same listener.
+            let (chunked, _, _) = try await curl(
+                ["--cacert", certs.caCertificate, "-X", "PUT", "--data-binary", "@-", "-H", "Transfer-Encoding: chunked", "\(https)/upload/chunked.bin"],
+                stdin: Array(bytes.prefix(100_000))
+            )
+            #expect(chunked == 201)
+            #expect(server.sink.bytes(of: "chunked.bin").map(sha256Hex) == sha256Hex(bytes.prefix(100_000)))
+
+            // Plain HTTP to the HTTPS port: no response, nothing stored.
+            let (plain, _, _) = try await curl(["-T", file, "http://127.0.0.1:\(server.port)/upload/plain.bin"])
+            #expect(plain == 0)
+            #expect(server.sink.bytes(of: "plain.bin") == nil)
+            // A client that does not trust the certificate stops at the handshake.
+            let (untrusted, _, _) = try await curl(["-T", file, "\(https)/upload/untrusted.bin"])
+            #expect(untrusted == 0)
+            #expect(server.sink.bytes(of: "untrusted.bin") == nil)
+        }
+    }
+
+    @Test("client_ca: curl without a certificate or with another CA's is refused, with the CA's is stored",
+          .enabled(if: openssl, "needs openssl"))
+    func clientCertificates() async throws {
+        let directory = try TemporaryDirectory(prefix: "sluice-tls")
+        defer { directory.remove() }
+        let certs = try await TestCertificates.make(in: directory)
+        let tls = ListenerTLS(certificate: certs.serverCertificate, privateKey: certs.serverKey, clientCA: certs.caCertificate)
+        try await withServer(configure: { $0.tls = tls }) { server in
+            let url = "https://localhost:\(server.port)/upload/"
+            let trust = ["--cacert", certs.caCertificate, "--data-binary", "hello"]
+            let (none, _, _) = try await curl(trust + ["-X", "PUT", url + "none.txt"])
+            let (stranger, _, _) = try await curl(trust + ["-X", "PUT", "--cert", certs.strangerCertificate, "--key", certs.strangerKey, url + "stranger.txt"])
+            let (known, body, _) = try await curl(trust + ["-X", "PUT", "--cert", certs.clientCertificate, "--key", certs.clientKey, url + "known.txt"])
+            #expect(none == 0)
+            #expect(stranger == 0)
+            #expect(known == 201, "\(body)")
+            #expect(server.sink.bytes(of: "none.txt") == nil)
+            #expect(server.sink.bytes(of: "stranger.txt") == nil)
+            #expect(server.sink.bytes(of: "known.txt") == Array("hello".utf8))
+        }
+    }
+
+    @Test("admin over HTTPS: /healthz answers through TLS only", .enabled(if: openssl, "needs openssl"))
+    func adminTLS() async throws {
+        let directory = try TemporaryDirectory(prefix: "sluice-tls")
+        defer { directory.remove() }
+        let certs = try await TestCertificates.make(in: directory)
+        let config = try LoadedConfig.parse("""
+            admin:
+              listen: 127.0.0.1:0
+              tls: { certificate: \(certs.serverCertificate), private_key: \(certs.serverKey) }
+            listeners: {}
+            pipelines: {}
+            """, file: "admin.yaml", registry: .builtin)
+        let admin = try #require(config.config.admin)
+        _ = sharedMetrics
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let service = AdminService(listen: admin.listen, tls: admin.tlsConfiguration, registry: sharedMetrics, logger: quietLogger, onAnnounce: { continuation.yield($0.port ?? 0) })
+        let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: quietLogger))
+        let task = Task { try await group.run() }
+        var iterator = ports.makeAsyncIterator()
+        let port = try #require(await iterator.next())
+        let health = try await curl(["--cacert", certs.caCertificate, "https://localhost:\(port)/healthz"])
+        #expect(health.status == 200)
+        #expect(health.body == "ok\n")
+        let plain = try await curl(["http://127.0.0.1:\(port)/healthz"])
+        #expect(plain.status == 0)
+        await group.triggerGracefulShutdown()
+        try await task.value
+    }
+
+    @Test("bad tls files are config issues that name the key and the file", .enabled(if: openssl, "needs openssl"))
+    func badFiles() async throws {
+        let directory = try TemporaryDirectory(prefix: "sluice-tls")
+        defer { directory.remove() }
+        let certs = try await TestCertificates.make(in: directory)
+        let notPEM = try directory.write(Array("not a certificate\n".utf8), to: "junk.pem")
+        let cases: [(ListenerTLS, String)] = [
+            (ListenerTLS(certificate: directory.path("missing.pem"), privateKey: certs.serverKey), "cannot read certificate \(directory.path("missing.pem")): no such file"),
+            (ListenerTLS(certificate: notPEM, privateKey: certs.serverKey), "certificate \(notPEM) holds no"),
+            (ListenerTLS(certificate: certs.serverCertificate, privateKey: notPEM), "private_key \(notPEM) holds no usable PEM private key"),
+            (ListenerTLS(certificate: certs.serverCertificate, privateKey: certs.clientKey), "cannot be used together"),
+            (ListenerTLS(certificate: certs.serverCertificate, privateKey: certs.serverKey, clientCA: directory.path("nope.pem")), "cannot read client_ca"),
+        ]
+        for (tls, expected) in cases {
+            var configuration = HTTPReceiverPlugin.Configuration(
+                listen: ListenAddress(host: "127.0.0.1", port: 0),
+                routes: [.init(prefix: "/upload", pipeline: "p")]
+            )
+            configuration.tls = tls
+            let environment = ReceiverEnvironment(
+                plugin: PluginEnvironment(logger: quietLogger),
+                name: "http",
+                pipelines: ["p": Pipeline(name: "p", stages: [], sink: InMemorySink(), logger: quietLogger)],
+                announce: { _ in }
+            )
+            do {
+                _ = try HTTPReceiverPlugin.make(configuration, environment: environment)
+                Issue.record("no error for \(expected)")
+            } catch {
+                #expect("\(error)".contains(expected), "\(error)")
+                #expect("\(error)".contains("tls"), "\(error)")
+            }
+        }
+        // The same check runs for `sluice validate`, with the file and line.
+        let yaml = """
+            listeners:
+              web:
+                type: http
+                listen: 127.0.0.1:0
+                routes: { /upload: { pipeline: p } }
+                tls:
+                  certificate: \(directory.path("missing.pem"))
+                  private_key: \(certs.serverKey)
+                  min_version: "1.1"
+            pipelines:
+              p: { sink: { type: disk, root: \(directory.path("root")) } }
+            """
+        do {
+            _ = try LoadedConfig.parse(yaml, file: "tls.yaml", registry: .builtin)
+            Issue.record("min_version 1.1 was accepted")
+        } catch {
+            #expect("\(error)".contains("tls.yaml:9"), "\(error)")
+            #expect("\(error)".contains("expected 1.2 or 1.3"), "\(error)")
+        }
+    }
+}
