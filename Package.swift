@@ -105,7 +105,7 @@ let coreTargets: [Target] = [
         dependencies: ["SluiceCore", "SluiceRuntime", "SluiceLoad"] + nio + [
             product("ArgumentParser", "swift-argument-parser"), logging, metrics,
             product("Prometheus", "swift-prometheus"), product("NIOHTTP1", "swift-nio"),
-            product("_NIOFileSystem", "swift-nio"), lifecycle,
+            product("_NIOFileSystem", "swift-nio"), product("NIOSSL", "swift-nio-ssl"), lifecycle,
         ],
         swiftSettings: sluiceSettings
     ),

@@ -1,3 +1,5 @@
+import Foundation
+
 /// An error a client or an operator can act on: a stable code, a readable message,
 /// and the underlying cause when there is one.
 ///
@@ -38,13 +40,15 @@ public struct SluiceError: Error, CustomStringConvertible, Sendable {
         case clientAborted = "client_aborted"
         /// The server is shutting down.
         case shuttingDown = "shutting_down"
+        /// A plain-text request reached a listener that speaks TLS.
+        case tlsRequired = "tls_required"
         /// A bug or an unexpected local failure.
         case `internal` = "internal"
 
         /// The HTTP status this code is answered with: the one mapping for every receiver.
         public var httpStatus: Int {
             switch self {
-            case .badRequest, .invalidName, .digestMismatch, .corruptInput: 400
+            case .badRequest, .invalidName, .digestMismatch, .corruptInput, .tlsRequired: 400
             case .unauthorized: 401
             case .notFound: 404
             case .methodNotAllowed: 405
@@ -86,6 +90,20 @@ public struct SluiceError: Error, CustomStringConvertible, Sendable {
             return "\(code.rawValue): \(message) (\(cause))"
         }
         return "\(code.rawValue): \(message)"
+    }
+
+    /// `{"error":{"code":"…","message":"…"}}` (keys sorted, one line): how every
+    /// receiver tells a client about this error.
+    public var json: String {
+        struct Body: Encodable {
+            struct Detail: Encodable { var code: String; var message: String }
+            var error: Detail
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Two strings always encode.
+        let data = (try? encoder.encode(Body(error: .init(code: code.rawValue, message: message)))) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// Classifies any error: a `SluiceError` as itself, cancellation as `clientAborted`,

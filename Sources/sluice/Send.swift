@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 import _NIOFileSystem
 
@@ -12,9 +13,12 @@ struct Send: AsyncParsableCommand {
         discussion: """
         Each FILE is streamed from disk (never read whole) with a Content-Length.
         With one FILE and a URL not ending in "/", the file is PUT to exactly that URL;
-        otherwise to URL/BASENAME.
+        otherwise to URL/BASENAME. An https:// URL is verified against the system's
+        trusted CAs, or against --cacert (a listener with its own CA).
           sluice send build.tgz --to http://127.0.0.1:8080/upload/
           sluice send a.log b.log --to http://127.0.0.1:8080/upload --token "$TOKEN"
+          sluice send build.tgz --to https://sluice:8443/artifacts/ --cacert ca.pem \\
+            --cert runner.pem --key runner.key
         A progress bar is drawn on stderr when it is a terminal. Exit status 1 if any upload failed.
         """
     )
@@ -22,21 +26,37 @@ struct Send: AsyncParsableCommand {
     @Argument(help: "Files to upload.")
     var files: [String]
 
-    @Option(help: "Target URL: http://HOST:PORT/ROUTE[/NAME].")
+    @Option(help: "Target URL: http(s)://HOST:PORT/ROUTE[/NAME].")
     var to: String
 
     @Option(help: "Bearer token for routes with auth.")
     var token: String?
 
+    @Option(help: ArgumentHelp("https: PEM file of the CA certificates to trust instead of the system's.", valueName: "file"))
+    var cacert: String?
+
+    @Option(help: ArgumentHelp("https: PEM client certificate, for a listener with client_ca (with --key).", valueName: "file"))
+    var cert: String?
+
+    @Option(help: ArgumentHelp("https: PEM private key of --cert.", valueName: "file"))
+    var key: String?
+
     func validate() throws {
         if files.isEmpty { throw ValidationError("name at least one file") }
+        if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
     }
 
     func run() async throws {
-        guard let url = URLComponents(string: to), url.scheme?.lowercased() == "http", let host = url.host, !host.isEmpty else {
-            throw ValidationError("--to must be an http:// URL like http://127.0.0.1:8080/upload/ (https is not supported by send)")
+        let scheme = URLComponents(string: to)?.scheme?.lowercased()
+        guard let url = URLComponents(string: to), scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty else {
+            throw ValidationError("--to must be an http:// or https:// URL like http://127.0.0.1:8080/upload/")
         }
-        let port = url.port ?? 80
+        let secure = scheme == "https"
+        if !secure, cacert != nil || cert != nil {
+            throw ValidationError("--cacert, --cert and --key apply to https:// URLs only")
+        }
+        let tls = try secure ? makeTLSContext() : nil
+        let port = url.port ?? (secure ? 443 : 80)
         let basePath = url.percentEncodedPath.isEmpty ? "/" : url.percentEncodedPath
         var failed = 0
         for file in files {
@@ -49,7 +69,7 @@ struct Send: AsyncParsableCommand {
                 path = (basePath.hasSuffix("/") ? basePath : basePath + "/") + encoded
             }
             do {
-                let (status, body) = try await HTTPUploader(host: host, port: port, token: token).put(file: file, path: path)
+                let (status, body) = try await HTTPUploader(host: host, port: port, token: token, tls: tls).put(file: file, path: path)
                 if (200..<300).contains(status) {
                     print(body.trimmingCharacters(in: .whitespacesAndNewlines))
                 } else {
@@ -63,6 +83,21 @@ struct Send: AsyncParsableCommand {
             }
         }
         if failed > 0 { throw ExitCode(1) }
+    }
+
+    /// The client's TLS context: the system's CAs or `--cacert`, and `--cert`/`--key` if given.
+    func makeTLSContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        do {
+            if let cacert { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(cacert)) }
+            if let cert, let key {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            }
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw ValidationError("cannot use the TLS files given (--cacert, --cert, --key): \(error)")
+        }
     }
 
     /// The `message` of a Sluice error body `{"error":{"code":…,"message":…}}`.
@@ -81,6 +116,8 @@ struct HTTPUploader {
     let host: String
     let port: Int
     let token: String?
+    /// Set for https: the connection speaks TLS, verifying the server's certificate for `host`.
+    var tls: NIOSSLContext? = nil
 
     func put(file: String, path: String) async throws -> (status: Int, body: String) {
         let info = try await FileSystem.shared.info(forFileAt: FilePath(file))
@@ -92,6 +129,12 @@ struct HTTPUploader {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        // An IP address is checked against the certificate's IP entries; SNI takes names only.
+                        let name = host.first?.isNumber == true || host.contains(":") ? nil : host
+                        let handler = try NIOSSLClientHandler(context: tls, serverHostname: name)
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
                 }

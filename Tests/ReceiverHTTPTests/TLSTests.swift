@@ -11,7 +11,7 @@ import Testing
 struct HTTPTLSTests {
     static let openssl = FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")
 
-    @Test("curl -T over HTTPS: 201 with a receipt, stored byte-exact; plain HTTP on the port gets nothing stored",
+    @Test("curl -T over HTTPS: 201 with a receipt, stored byte-exact; plain HTTP on the port gets 400, nothing stored",
           .enabled(if: openssl, "needs openssl"))
     func httpsUpload() async throws {
         let directory = try TemporaryDirectory(prefix: "sluice-tls")
@@ -34,9 +34,10 @@ struct HTTPTLSTests {
             #expect(chunked == 201)
             #expect(server.sink.bytes(of: "chunked.bin").map(sha256Hex) == sha256Hex(bytes.prefix(100_000)))
 
-            // Plain HTTP to the HTTPS port: no response, nothing stored.
-            let (plain, _, _) = try await curl(["-T", file, "http://127.0.0.1:\(server.port)/upload/plain.bin"])
-            #expect(plain == 0)
+            // Plain HTTP to the HTTPS port: 400 saying so, nothing stored.
+            let (plain, plainBody, _) = try await curl(["-T", file, "http://127.0.0.1:\(server.port)/upload/plain.bin"])
+            #expect(plain == 400)
+            #expect(plainBody.contains("tls_required"), "\(plainBody)")
             #expect(server.sink.bytes(of: "plain.bin") == nil)
             // A client that does not trust the certificate stops at the handshake.
             let (untrusted, _, _) = try await curl(["-T", file, "\(https)/upload/untrusted.bin"])
@@ -64,6 +65,38 @@ struct HTTPTLSTests {
             #expect(server.sink.bytes(of: "none.txt") == nil)
             #expect(server.sink.bytes(of: "stranger.txt") == nil)
             #expect(server.sink.bytes(of: "known.txt") == Array("hello".utf8))
+        }
+    }
+
+    @Test("sluice send over HTTPS: --cacert to trust the listener, --cert/--key for client_ca",
+          .enabled(if: openssl && FileManager.default.isExecutableFile(atPath: sluiceBinary), "needs openssl and the sluice binary"))
+    func sendOverHTTPS() async throws {
+        let directory = try TemporaryDirectory(prefix: "sluice-tls")
+        defer { directory.remove() }
+        let certs = try await TestCertificates.make(in: directory)
+        let bytes = pseudoRandomBytes(count: 2 << 20, seed: 5)
+        let file = try directory.write(bytes, to: "artifact.bin")
+        let tls = ListenerTLS(certificate: certs.serverCertificate, privateKey: certs.serverKey, clientCA: certs.caCertificate)
+        try await withServer(configure: { $0.tls = tls }) { server in
+            for host in ["localhost", "127.0.0.1"] {
+                let url = "https://\(host):\(server.port)/upload/\(host).bin"
+                let result = try await run([sluiceBinary, "send", file, "--to", url, "--cacert", certs.caCertificate,
+                                            "--cert", certs.clientCertificate, "--key", certs.clientKey])
+                #expect(result.status == 0, "\(result.stderr)")
+                #expect(try receipt(result.stdout).bytesStored == Int64(bytes.count))
+                #expect(server.sink.bytes(of: "\(host).bin").map(sha256Hex) == sha256Hex(bytes))
+            }
+            // Without --cacert the self-made CA is not trusted; without a client certificate the listener refuses.
+            let untrusted = try await run([sluiceBinary, "send", file, "--to", "https://localhost:\(server.port)/upload/u.bin"])
+            #expect(untrusted.status == 1)
+            #expect(untrusted.stderr.lowercased().contains("certificate"), "\(untrusted.stderr)")
+            let anonymous = try await run([sluiceBinary, "send", file, "--to", "https://localhost:\(server.port)/upload/a.bin", "--cacert", certs.caCertificate])
+            #expect(anonymous.status == 1, "\(anonymous.stdout)")
+            #expect(server.sink.bytes(of: "u.bin") == nil)
+            #expect(server.sink.bytes(of: "a.bin") == nil)
+            // TLS options on an http:// URL are a usage error.
+            let misuse = try await run([sluiceBinary, "send", file, "--to", "http://localhost:\(server.port)/upload/", "--cacert", certs.caCertificate])
+            #expect(misuse.status != 0 && misuse.stderr.contains("https:// URLs only"), "\(misuse.stderr)")
         }
     }
 

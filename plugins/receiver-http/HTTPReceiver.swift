@@ -134,7 +134,7 @@ struct RequestHandler: Sendable {
             case .overloaded, .shuttingDown: head.headerFields[.retryAfter] = "1"
             default: break
             }
-            body = Self.errorJSON(failure) + "\n"
+            body = failure.json + "\n"
         }
         head.headerFields[.contentType] = Self.json
         // A failed write means the client is gone; there is no one left to tell.
@@ -146,18 +146,6 @@ struct RequestHandler: Sendable {
         let buffer = ByteBuffer(string: body)
         head.headerFields[.contentLength] = String(buffer.readableBytes)
         try await writer.write(response: head, body: ResponseBody(byteBuffer: buffer))
-    }
-
-    /// `{"error":{"code":"...","message":"..."}}`
-    static func errorJSON(_ error: SluiceError) -> String {
-        struct Body: Encodable {
-            struct Detail: Encodable { var code: String; var message: String }
-            var error: Detail
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(Body(error: .init(code: error.code.rawValue, message: error.message)))) ?? Data()
-        return String(decoding: data, as: UTF8.self)
     }
 
     private func allowed(for request: Request) -> String {

@@ -35,7 +35,7 @@ struct UploadChannel: HTTPChannelHandler {
         channel.closeFuture.whenComplete { _ in connections.release() }
         return channel.eventLoop.makeCompletedFuture {
             // First in the pipeline: every handler after it sees plaintext.
-            try tls?.addHandler(to: channel, logger: listenerLogger)
+            try tls?.addHandler(to: channel, logger: listenerLogger, answeringPlainHTTP: true)
             let pace = ReadPace()
             let clock = ConnectionClock(pace: pace)
             var limits = NIOHTTPDecoderLimitConfiguration()

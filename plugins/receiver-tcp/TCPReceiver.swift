@@ -280,20 +280,7 @@ public struct TCPReceiver: Receiver {
     }
 
     private func errorLine(_ error: SluiceError) -> ByteBuffer {
-        struct Line: Encodable {
-            struct Detail: Encodable {
-                let code: String
-                let message: String
-            }
-            let error: Detail
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let line = Line(error: .init(code: error.code.rawValue, message: error.message))
-        // Encoding two strings cannot fail.
-        var buffer = ByteBuffer(bytes: (try? encoder.encode(line)) ?? Data("{}".utf8))
-        buffer.writeString("\n")
-        return buffer
+        ByteBuffer(string: error.json + "\n")
     }
 
     static func remote(_ channel: any Channel) -> String {

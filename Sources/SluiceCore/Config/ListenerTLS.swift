@@ -153,10 +153,53 @@ public struct TLSServer: Sendable {
 
     /// Adds the TLS handler at the front of a new connection's pipeline: every handler
     /// after it sees plaintext. Call on the channel's event loop.
-    public func addHandler(to channel: any Channel, logger: Logger) throws {
+    ///
+    /// - Parameters:
+    ///   - channel: The new connection.
+    ///   - logger: Where failed handshakes are logged (at `info`).
+    ///   - answeringPlainHTTP: Whether a client that sends a plain HTTP request instead
+    ///     of a TLS handshake gets a `400` saying so (an HTTPS listener), rather than
+    ///     only a closed connection.
+    public func addHandler(to channel: any Channel, logger: Logger, answeringPlainHTTP: Bool = false) throws {
         let sync = channel.pipeline.syncOperations
+        if answeringPlainHTTP { try sync.addHandler(PlainHTTPOnTLSPort()) }
         try sync.addHandler(NIOSSLServerHandler(context: context))
         try sync.addHandler(TLSFailureLogger(logger: logger))
+    }
+}
+
+/// Looks at a connection's first bytes on an HTTPS listener: a TLS handshake starts with
+/// the record type 0x16, an HTTP request with the letters of its method. A plain HTTP
+/// request is answered `400` with a JSON error (as nginx answers "The plain HTTP request
+/// was sent to HTTPS port") and the connection closed; anything else goes on to the TLS
+/// handler, which this handler then leaves alone.
+final class PlainHTTPOnTLSPort: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var answered = false
+
+    static let answer: String = {
+        let error = SluiceError(.tlsRequired, "this listener speaks HTTPS: use an https:// URL")
+        let body = error.json + "\n"
+        return "HTTP/1.1 \(error.code.httpStatus) Bad Request\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+    }()
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
+        let buffer = unwrapInboundIn(data)
+        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return }
+        if first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z") {
+            answered = true
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: Self.answer))).whenComplete { _ in
+                channel.close(promise: nil)
+            }
+            return
+        }
+        context.fireChannelRead(data)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
 
