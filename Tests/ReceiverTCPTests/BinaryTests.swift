@@ -23,6 +23,80 @@ struct BinaryTests {
         FileManager.default.isExecutableFile(atPath: "/usr/bin/nc") || FileManager.default.isExecutableFile(atPath: "/bin/nc")
     }
 
+    @Test("SIGHUP: a renewed TLS certificate is served from then on; a config that cannot build is refused and the running one keeps serving",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/socat") && FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl"),
+                   "needs socat and openssl"))
+    func reloadRenewsCertificate() async throws {
+        let executable = try #require(Self.executable, "build the sluice executable first (swift build)")
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let first = try TemporaryDirectory(prefix: "sluice-reload-a"), second = try TemporaryDirectory(prefix: "sluice-reload-b")
+        defer { first.remove(); second.remove() }
+        let old = try await TestCertificates.make(in: first), renewed = try await TestCertificates.make(in: second)
+        // The listener reads these paths; renewing copies new files over them.
+        let certificate = dir.path + "/server.pem", key = dir.path + "/server.key"
+        try FileManager.default.copyItem(atPath: old.serverCertificate, toPath: certificate)
+        try FileManager.default.copyItem(atPath: old.serverKey, toPath: key)
+        let port = try freePort()
+        let config = dir.path + "/sluice.yaml"
+        try """
+            listeners:
+              tcp:
+                type: tcp
+                listen: 127.0.0.1:\(port)
+                pipeline: files
+                tls: { certificate: \(certificate), private_key: \(key) }
+            pipelines:
+              files:
+                sink: { type: disk, root: \(dir.path)/data }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let input = dir.path + "/line.txt"
+        _ = FileManager.default.createFile(atPath: input, contents: Data("renewed\n".utf8))
+        func send(trusting ca: String) async throws -> String {
+            try await run(["/usr/bin/socat", "-t", "5", "-", "OPENSSL:localhost:\(port),cafile=\(ca)"], stdin: input).1
+        }
+        let server = try await startSluice(executable, config: config, in: dir, log: "server")
+        defer { if server.isRunning { server.terminate() } }
+        /// Sends SIGHUP and waits until the server logged its `count`th SIGHUP outcome.
+        func reload(waitingFor count: Int) async throws {
+            kill(server.processIdentifier, SIGHUP)
+            let deadline = ContinuousClock.now + .seconds(10)
+            while dir.text("server.err").components(separatedBy: "SIGHUP:").count - 1 < count, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        #expect(try receipt(try await send(trusting: old.caCertificate)).bytesStored == 8)
+
+        // Renewed: new certificate and key on the same paths, then SIGHUP.
+        try FileManager.default.removeItem(atPath: certificate)
+        try FileManager.default.removeItem(atPath: key)
+        try FileManager.default.copyItem(atPath: renewed.serverCertificate, toPath: certificate)
+        try FileManager.default.copyItem(atPath: renewed.serverKey, toPath: key)
+        try await reload(waitingFor: 1)
+        #expect(dir.text("server.err").contains("SIGHUP: reloaded"), "\(dir.text("server.err"))")
+        // The new listener binds beside the old one (SO_REUSEPORT); wait until the old one closed.
+        let closed = ContinuousClock.now + .seconds(10)
+        while !dir.text("server.err").contains("stopped listening"), ContinuousClock.now < closed {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try receipt(try await send(trusting: renewed.caCertificate)).bytesStored == 8)
+        #expect(try await send(trusting: old.caCertificate).isEmpty, "the old certificate is still served")
+
+        // A key that does not match the certificate: refused, the running listener goes on.
+        try FileManager.default.removeItem(atPath: key)
+        try FileManager.default.copyItem(atPath: renewed.clientKey, toPath: key)
+        try await reload(waitingFor: 2)
+        #expect(dir.text("server.err").contains("SIGHUP: keeping the running config"), "\(dir.text("server.err"))")
+        #expect(dir.text("server.err").contains("cannot be used together"), "\(dir.text("server.err"))")
+        #expect(try receipt(try await send(trusting: renewed.caCertificate)).bytesStored == 8)
+
+        kill(server.processIdentifier, SIGTERM)
+        let exited = ContinuousClock.now + .seconds(15)
+        while server.isRunning, ContinuousClock.now < exited { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(server.terminationStatus == 0, "stderr: \(dir.text("server.err"))")
+        #expect(dir.files(in: "data").count == 3)
+    }
+
     @Test("sluice serve stores a file sent with nc -N, prints the receipt, exits 0 on SIGTERM",
           .enabled(if: hasNetcat, "needs nc (netcat-openbsd)"))
     func serveSendStop() async throws {
