@@ -90,7 +90,7 @@ let coreTargets: [Target] = [
     ),
     .target(name: "SluiceTestKit", dependencies: ["SluiceCore"] + nio, swiftSettings: sluiceSettings),
     // The load generator behind `sluice load` (a library so its logic is testable).
-    .target(name: "SluiceLoad", dependencies: ["SluiceCore"] + nio, swiftSettings: sluiceSettings),
+    .target(name: "SluiceLoad", dependencies: ["SluiceCore"] + nio + [product("NIOSSL", "swift-nio-ssl"), product("NIOTLS", "swift-nio")], swiftSettings: sluiceSettings),
     .target(
         name: "SluiceRuntime",
         // The one registration list (BuiltinPlugins.swift) imports every plugin.

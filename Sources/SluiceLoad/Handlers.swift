@@ -1,4 +1,5 @@
 import NIOCore
+import NIOTLS
 
 #if canImport(Glibc)
 import Glibc
@@ -23,6 +24,14 @@ struct Pacer {
     func allowance(sent: Int, now: NIODeadline) -> Int {
         let elapsed = Double((now - start).nanoseconds) / 1e9
         return Int(Double(rate) * elapsed) + burst - sent
+    }
+
+    /// Whether to wait instead of writing `allowed` bytes with `remaining` left to send:
+    /// writes go out a whole burst (or the rest) at a time. Writing whatever trickle had
+    /// accrued would, on a slow build, never get back to the event loop — each tiny write
+    /// takes as long as the next few bytes take to accrue — and starve its timers.
+    func shouldWait(allowed: Int, remaining: Int) -> Bool {
+        allowed < Swift.min(burst, remaining)
     }
 
     /// How long until `burst` more bytes are allowed.
@@ -74,8 +83,15 @@ final class StreamUploadHandler: ChannelInboundHandler {
             fail("timed out after \(worker.configuration.timeout)")
             resetAndClose(context)
         }
-        pump(context: context)
+        // Over TLS the bytes wait for the handshake: a half-close sent before it completes
+        // would end the connection before the server saw a byte.
+        if worker.shared.tls == nil { pump(context: context) }
         context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event { pump(context: context) }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -91,7 +107,7 @@ final class StreamUploadHandler: ChannelInboundHandler {
             if let pacer {
                 let now = NIODeadline.now()
                 let allowed = pacer.allowance(sent: sent, now: now)
-                if allowed <= 0 {
+                if pacer.shouldWait(allowed: allowed, remaining: size - sent) {
                     pumpScheduled = true
                     context.eventLoop.assumeIsolated().scheduleTask(in: pacer.wait(sent: sent, now: now)) { [self] in
                         pumpScheduled = false
@@ -250,7 +266,7 @@ final class HTTPUploadHandler: ChannelInboundHandler {
             if let pacer {
                 let now = NIODeadline.now()
                 let allowed = pacer.allowance(sent: sent, now: now)
-                if allowed <= 0 {
+                if pacer.shouldWait(allowed: allowed, remaining: size - sent) {
                     pumpScheduled = true
                     context.eventLoop.assumeIsolated().scheduleTask(in: pacer.wait(sent: sent, now: now)) { [self] in
                         pumpScheduled = false
@@ -405,11 +421,23 @@ final class HoldHandler: ChannelInboundHandler {
 /// Closes with a reset (SO_LINGER 0) rather than a FIN: an upload cut short must read as aborted,
 /// not as a clean end of stream that a server would commit.
 func resetAndClose(_ context: ChannelHandlerContext) {
+    // Over TLS the close starts below the TLS handler: closing through it would send a
+    // close_notify first, a clean end that makes the server commit the cut upload.
+    let closer = (try? context.pipeline.syncOperations.context(handlerType: AbortPoint.self)) ?? context
     guard let provider = context.channel as? any SocketOptionProvider else {
-        context.close(promise: nil)
+        closer.close(promise: nil)
         return
     }
     provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).assumeIsolated().whenComplete { _ in
-        context.close(promise: nil)
+        closer.close(promise: nil)
     }
+}
+
+/// Sits at the head of a TLS connection's pipeline, before the TLS handler: a close
+/// issued from here reaches the socket without a TLS close_notify (see ``resetAndClose(_:)``).
+final class AbortPoint: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 }

@@ -45,6 +45,8 @@ public struct LoadConfiguration: Sendable {
     public var namePrefix: String
     /// In hold mode, connects in flight at once (per thread), so a listen backlog is not overrun.
     public var holdConnectWindow: Int
+    /// Speak TLS on every connection (an `https://` target, or `--tls`), if set.
+    public var tls: LoadTLS?
 
     public static let defaultChunk = 256 << 10
     public static let defaultLineSize = 200
@@ -57,7 +59,7 @@ public struct LoadConfiguration: Sendable {
         duration: Duration? = nil, payload: Payload.Kind = .random, rate: Int? = nil, chunk: Int = defaultChunk,
         lineSize: Int = defaultLineSize, keepAlive: Bool = false, expectReceipt: Bool = false,
         timeout: Duration = defaultTimeout, threads: Int = System.coreCount, namePrefix: String? = nil,
-        holdConnectWindow: Int = defaultHoldConnectWindow
+        holdConnectWindow: Int = defaultHoldConnectWindow, tls: LoadTLS? = nil
     ) {
         self.mode = mode
         self.target = target
@@ -75,6 +77,7 @@ public struct LoadConfiguration: Sendable {
         self.threads = threads
         self.namePrefix = namePrefix ?? LoadConfiguration.uniquePrefix()
         self.holdConnectWindow = holdConnectWindow
+        self.tls = tls ?? (target.https ? LoadTLS() : nil)
     }
 
     /// Checks the combination of settings; the message names the offending option.
@@ -106,30 +109,45 @@ public struct LoadConfiguration: Sendable {
     }
 }
 
-/// Where to send: `host:port`, or an `http://host:port/path/` URL.
+/// TLS for a load run: the server's certificate is verified against `caFile`, or the
+/// system's trusted CAs, for the target's host name or IP address.
+public struct LoadTLS: Sendable, Equatable {
+    /// A PEM file of CA certificates to trust instead of the system's.
+    public var caFile: String?
+
+    public init(caFile: String? = nil) {
+        self.caFile = caFile
+    }
+}
+
+/// Where to send: `host:port`, or an `http://host:port/path/` (or `https://`) URL.
 public struct LoadTarget: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
     /// The path prefix from a URL target (names are appended to it), nil for `host:port`.
     public var httpPath: String?
+    /// Whether the URL's scheme was `https`.
+    public var https: Bool
 
-    public init(host: String, port: Int, httpPath: String? = nil) {
+    public init(host: String, port: Int, httpPath: String? = nil, https: Bool = false) {
         self.host = host
         self.port = port
         self.httpPath = httpPath
+        self.https = https
     }
 
-    /// Parses `127.0.0.1:8888`, `localhost:8888`, `[::1]:8888`, `http://127.0.0.1:8080/upload/`.
+    /// Parses `127.0.0.1:8888`, `localhost:8888`, `[::1]:8888`, `http://127.0.0.1:8080/upload/`,
+    /// `https://localhost:8443/upload/`.
     public init?(parsing text: String) {
-        if text.hasPrefix("http://") {
-            let rest = text.dropFirst("http://".count)
+        for (scheme, https, defaultPort) in [("http://", false, 80), ("https://", true, 443)] where text.hasPrefix(scheme) {
+            let rest = text.dropFirst(scheme.count)
             let slash = rest.firstIndex(of: "/") ?? rest.endIndex
             let authority = String(rest[..<slash])
             let path = slash == rest.endIndex ? "/" : String(rest[slash...])
             if let address = ListenAddress(parsing: authority), !authority.hasPrefix(":") {
-                self.init(host: address.host, port: address.port, httpPath: path)
+                self.init(host: address.host, port: address.port, httpPath: path, https: https)
             } else if !authority.isEmpty, !authority.contains(":") {
-                self.init(host: authority, port: 80, httpPath: path)
+                self.init(host: authority, port: defaultPort, httpPath: path, https: https)
             } else {
                 return nil
             }
@@ -142,11 +160,11 @@ public struct LoadTarget: Sendable, Equatable, CustomStringConvertible {
     /// The `Host` header value.
     public var hostHeader: String {
         let h = host.contains(":") ? "[\(host)]" : host
-        return port == 80 ? h : "\(h):\(port)"
+        return port == (https ? 443 : 80) ? h : "\(h):\(port)"
     }
 
     public var description: String {
-        if let httpPath { return "http://\(hostHeader)\(httpPath)" }
+        if let httpPath { return "\(https ? "https" : "http")://\(hostHeader)\(httpPath)" }
         return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 }

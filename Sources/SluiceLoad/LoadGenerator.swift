@@ -1,5 +1,7 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
+import SluiceCore
 import Synchronization
 
 /// Runs a load test: a fixed number of connections in flight, each on one event loop, raw channel
@@ -37,6 +39,18 @@ public enum LoadGenerator {
         }
     }
 
+    /// The client context every connection shares, or nil without TLS.
+    static func makeTLSContext(_ tls: LoadTLS?) throws -> NIOSSLContext? {
+        guard let tls else { return nil }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        do {
+            if let caFile = tls.caFile { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile)) }
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw SluiceError(.badRequest, "--cacert \(tls.caFile ?? "-"): \(error)")
+        }
+    }
+
     private static func run(
         _ configuration: LoadConfiguration, address: SocketAddress, group: MultiThreadedEventLoopGroup, threads: Int,
         progress: @escaping @Sendable (String) -> Void
@@ -49,7 +63,7 @@ public enum LoadGenerator {
         case .tcp, .http, .hold:
             payload = .make(configuration.payload, maxChunk: configuration.chunk)
         }
-        let shared = SharedState(configuration: configuration, address: address, payload: payload)
+        let shared = SharedState(configuration: configuration, address: address, payload: payload, tls: try makeTLSContext(configuration.tls))
 
         // Spread the connections over the loops: loop i gets every threads-th slot.
         var loops: [any EventLoop] = []
@@ -151,10 +165,25 @@ final class SharedState: Sendable {
     let issued = Atomic<Int>(0)
     private let deadlineNanos = Atomic<UInt64>(UInt64.max)
 
-    init(configuration: LoadConfiguration, address: SocketAddress, payload: Payload) {
+    /// The TLS client context (`https://` targets, `--tls`), or nil.
+    let tls: NIOSSLContext?
+
+    init(configuration: LoadConfiguration, address: SocketAddress, payload: Payload, tls: NIOSSLContext? = nil) {
         self.configuration = configuration
         self.address = address
         self.payload = payload
+        self.tls = tls
+    }
+
+    /// Adds the TLS handler to a new connection's pipeline when the run speaks TLS: the
+    /// upload handlers after it write and read plaintext.
+    func addTLS(to channel: any Channel) throws {
+        guard let tls else { return }
+        let host = configuration.target.host
+        // An IP address is verified against the certificate's IP entries; SNI carries names only.
+        let name = host.first?.isNumber == true || host.contains(":") ? nil : host
+        try channel.pipeline.syncOperations.addHandler(AbortPoint())
+        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: name))
     }
 
     var deadline: NIODeadline {
@@ -244,12 +273,18 @@ final class Worker {
         case .http:
             let handler = NIOLoopBound(HTTPUploadHandler(worker: self, firstTicket: ticket, started: started), eventLoop: loop)
             bootstrap = makeBootstrap().channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
+                channel.eventLoop.makeCompletedFuture {
+                    try self.shared.addTLS(to: channel)
+                    try channel.pipeline.syncOperations.addHandler(handler.value)
+                }
             }
         case .tcp, .lines, .hold:
             let handler = NIOLoopBound(StreamUploadHandler(worker: self, ticket: ticket, started: started), eventLoop: loop)
             bootstrap = makeBootstrap().channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
+                channel.eventLoop.makeCompletedFuture {
+                    try self.shared.addTLS(to: channel)
+                    try channel.pipeline.syncOperations.addHandler(handler.value)
+                }
             }
         }
         bootstrap.connect(to: shared.address).assumeIsolated().whenFailure { error in
@@ -314,7 +349,10 @@ final class Worker {
             holders.append(handler)
             let bound = NIOLoopBound(handler, eventLoop: loop)
             makeBootstrap().channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bound.value) }
+                channel.eventLoop.makeCompletedFuture {
+                    try self.shared.addTLS(to: channel)
+                    try channel.pipeline.syncOperations.addHandler(bound.value)
+                }
             }
             .connect(to: shared.address).assumeIsolated().whenComplete { result in
                 self.holdConnecting -= 1

@@ -100,6 +100,27 @@ struct HTTPTLSTests {
         }
     }
 
+    @Test("sluice load against an https:// target: every PUT lands",
+          .enabled(if: openssl && FileManager.default.isExecutableFile(atPath: sluiceBinary), "needs openssl and the sluice binary"))
+    func loadOverHTTPS() async throws {
+        let directory = try TemporaryDirectory(prefix: "sluice-tls")
+        defer { directory.remove() }
+        let certs = try await TestCertificates.make(in: directory)
+        try await withServer(configure: { $0.tls = ListenerTLS(certificate: certs.serverCertificate, privateKey: certs.serverKey) }) { server in
+            let result = try await run([sluiceBinary, "load", "--mode", "http", "--keepalive", "--target", "https://localhost:\(server.port)/upload/",
+                                        "--cacert", certs.caCertificate, "--concurrency", "3", "--size", "64KiB", "--count", "12",
+                                        "--name-prefix", "tls-", "--json"])
+            let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            #expect(report?["uploads_ok"] as? Int == 12, "\(result.stdout) \(result.stderr)")
+            #expect((0..<12).allSatisfy { server.sink.bytes(of: "tls-\($0)")?.count == 64 * 1024 })
+            // Without --cacert the generator does not trust the listener: every upload fails.
+            let untrusted = try await run([sluiceBinary, "load", "--mode", "http", "--target", "https://localhost:\(server.port)/upload/",
+                                           "--size", "1KiB", "--count", "2", "--name-prefix", "untrusted-"])
+            #expect(untrusted.status != 0)
+            #expect(server.sink.bytes(of: "untrusted-0") == nil)
+        }
+    }
+
     @Test("admin over HTTPS: /healthz answers through TLS only", .enabled(if: openssl, "needs openssl"))
     func adminTLS() async throws {
         let directory = try TemporaryDirectory(prefix: "sluice-tls")

@@ -78,6 +78,30 @@ struct TCPTLSTests {
         await server.stop()
     }
 
+    @Test("sluice load --tls: uploads end with close_notify and land; one cut by --timeout is reset (no close_notify) and discarded",
+          .enabled(if: tools && BinaryTests.executable != nil, "needs socat, openssl, python3 and the sluice binary"))
+    func loadGeneratorOverTLS() async throws {
+        let executable = try #require(BinaryTests.executable)
+        let (server, certs, directory) = try await start()
+        defer { directory.remove() }
+        let ok = try await runTool([executable, "load", "--tls", "--cacert", certs.caCertificate, "--target", "127.0.0.1:\(server.port)",
+                                    "--concurrency", "4", "--size", "300KiB", "--count", "8", "--expect-receipt", "--json"])
+        let report = try JSONSerialization.jsonObject(with: Data(ok.stdout)) as? [String: Any]
+        #expect(report?["uploads_ok"] as? Int == 8, "\(ok.text) \(ok.stderr)")
+        let stored = server.scratch.files(in: "root")
+        #expect(stored.count == 8)
+        #expect(stored.allSatisfy { server.scratch.contents("root/" + $0)?.count == 300 * 1024 })
+
+        // Cut after 1 s at 100 KiB/s: the generator resets the socket under the TLS layer.
+        let cut = try await runTool([executable, "load", "--tls", "--cacert", certs.caCertificate, "--target", "127.0.0.1:\(server.port)",
+                                     "--size", "10MiB", "--rate", "100KiB", "--timeout", "1s", "--count", "1"])
+        #expect(cut.text.contains("timed out"), "\(cut.text)")
+        let outcome = try await server.logs.wait(for: "the cut upload's outcome") { $0.message.hasPrefix("upload rejected") }
+        #expect(outcome.metadata["code"] == "client_aborted")
+        #expect(server.scratch.files(in: "root").count == 8)
+        await server.stop()
+    }
+
     @Test("client_ca: only clients with a certificate the CA issued may upload",
           .enabled(if: tools, "needs socat, openssl and python3"))
     func clientCertificates() async throws {

@@ -33,6 +33,11 @@ struct Load: AsyncParsableCommand {
         An upload cut by --timeout is reset (RST), so a server discards it.
         --serve-discard tcp|http runs a server that reads and drops everything
         instead: the reference for the generator's own ceiling.
+        TLS: an https:// target, or --tls with host:port, speaks TLS on every
+        connection (a tcp upload then ends with close_notify); the server's
+        certificate is verified against --cacert, or the system's CAs.
+          sluice load --mode http --target https://localhost:8443/upload/ \\
+            --cacert ca.pem --concurrency 16 --size 16MiB --count 64
         """
     )
 
@@ -87,6 +92,12 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Instead of generating load, run a discard server (tcp or http) on --target.")
     var serveDiscard: String?
 
+    @Flag(help: "tcp/lines/hold: speak TLS (an https:// target always does).")
+    var tls = false
+
+    @Option(help: ArgumentHelp("TLS: PEM file of the CA certificates to trust instead of the system's.", valueName: "file"))
+    var cacert: String?
+
     func run() async throws {
         if let serveDiscard {
             try await runDiscard(serveDiscard)
@@ -96,7 +107,7 @@ struct Load: AsyncParsableCommand {
             throw ValidationError("--mode must be tcp, http, lines or hold")
         }
         guard let loadTarget = LoadTarget(parsing: target) else {
-            throw ValidationError("--target must be host:port or http://host:port/path/, got \"\(target)\"")
+            throw ValidationError("--target must be host:port or http(s)://host:port/path/, got \"\(target)\"")
         }
         guard let uploadSize = ByteSize(parsing: size) else { throw ValidationError("--size: not a size: \(size)") }
         guard let chunkSize = ByteSize(parsing: chunk) else { throw ValidationError("--chunk: not a size: \(chunk)") }
@@ -117,8 +128,12 @@ struct Load: AsyncParsableCommand {
             mode: mode, target: loadTarget, concurrency: concurrency, uploadSize: Int(uploadSize.bytes), count: count,
             duration: runFor, payload: payloadKind, rate: rateBytes, chunk: Int(chunkSize.bytes), lineSize: lineSize,
             keepAlive: keepalive, expectReceipt: expectReceipt, timeout: timeoutValue.duration,
-            threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, namePrefix: namePrefix
+            threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, namePrefix: namePrefix,
+            tls: tls || loadTarget.https ? LoadTLS(caFile: cacert) : nil
         )
+        if cacert != nil, configuration.tls == nil {
+            throw ValidationError("--cacert needs --tls or an https:// target")
+        }
         do {
             try configuration.validate()
         } catch let error as SluiceError {
