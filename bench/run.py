@@ -35,7 +35,7 @@ BENCH = ROOT / "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 MIB = 1 << 20
-SECTIONS = ["ceiling", "tcp", "http", "lines", "stages", "memory", "hold"]
+SECTIONS = ["ceiling", "tcp", "http", "tls", "lines", "stages", "memory", "hold"]
 
 
 # MARK: /proc measurements
@@ -403,9 +403,11 @@ class Bench:
             cmd.append("--uvloop")
         return Server(name, cmd, data, port)
 
-    def nginx_server(self, port, root):
-        return Server("nginx", [str(BENCH / "peers" / "run-nginx.sh"), "--port", str(port), "--root", str(root)],
-                      Path(root) / "upload", port)
+    def nginx_server(self, port, root, tls=None):
+        cmd = [str(BENCH / "peers" / "run-nginx.sh"), "--port", str(port), "--root", str(root)]
+        if tls:
+            cmd += ["--tls", *tls]
+        return Server("nginx", cmd, Path(root) / "upload", port)
 
     def discard_server(self, proto, port):
         return Server(f"discard-{proto}", [self.sluice, "load", "--serve-discard", proto, "--target",
@@ -643,6 +645,39 @@ class Bench:
         md = (f"Sluice and nginx run {rounds} round{'s' if rounds != 1 else ''} in alternation; the comparisons use each server's median per metric.\n\n"
               + self.throughput_table(rows) + "\n\n" + self.compare(rows, "sluice", ["nginx"], {"nginx": {"throughput": 1.1, "cpu": 0.7}}, keep_alive))
         self.sections.append(("HTTP PUT into disk (vs nginx WebDAV)", md))
+
+    def section_tls(self):
+        """HTTPS PUTs, Sluice's `tls:` against nginx's `ssl` with one certificate (no issue sets goals)."""
+        if shutil.which("openssl") is None:
+            self.sections.append(("HTTPS PUT into disk (vs nginx WebDAV over TLS)", "n/a: no openssl to make a certificate"))
+            return
+        certs = self.work / "certs"
+        certs.mkdir(exist_ok=True)
+        cert, key = certs / "server.pem", certs / "server.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+        data = self.work / "data"
+        servers = []
+        sl, why = self.sluice_server("sluice", "https-disk.yaml", free_port(), data,
+                                     {"SLUICE_BENCH_CERT": str(cert), "SLUICE_BENCH_KEY": str(key)})
+        servers.append(sl or ("sluice", why))
+        servers.append(self.nginx_server(free_port(), data, tls=(str(cert), str(key))))
+        servers = [x for x in servers if self.wanted(x[0] if isinstance(x, tuple) else x.name)]
+
+        def run(server):
+            url = f"https://127.0.0.1:{server.port}/upload/"
+            return [(name, server.name, self.measure(server, "--mode", "http", "--target", url, "--cacert", cert, *args))
+                    for name, args in self.http_scenarios()]
+        # The plain-HTTP section's scenarios, so the two tables read side by side.
+        rows, rounds = self.in_rounds(servers, [s[0] for s in self.http_scenarios()], run)
+        md = ("TLS 1.3 (both servers' default with this client), ECDHE on P-256, AES-GCM; the generator encrypts on the same "
+              "two cores, so it takes a larger share of them than in the plain-HTTP section. No issue sets goals here: the rows "
+              "compare Sluice's `tls:` with nginx's `ssl`, same certificate. Bodies are never spliced over TLS. "
+              f"Sluice and nginx run {rounds} round{'s' if rounds != 1 else ''} in alternation; the comparisons use each "
+              "server's median per metric.\n\n"
+              + self.throughput_table(rows) + "\n\n" + self.compare(rows, "sluice", ["nginx"], {}))
+        self.sections.append(("HTTPS PUT into disk (vs nginx WebDAV over TLS)", md))
 
     def section_lines(self):
         data = self.work / "data"
