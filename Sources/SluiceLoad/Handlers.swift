@@ -56,6 +56,8 @@ final class StreamUploadHandler: ChannelInboundHandler {
     private let started: NIODeadline
     private let streamStart: Int
     private var pacer: Pacer?
+    /// Over TLS (see the write loop).
+    private lazy var flushEachWrite = worker.shared.tls != nil
     private var sent = 0
     private var writeDone = false
     private var receipt: [UInt8] = []
@@ -120,6 +122,10 @@ final class StreamUploadHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(payload.slice(at: streamStart + sent, length: n)), promise: nil)
             sent += n
             wrote = true
+            // Unflushed writes wait in the TLS handler, where the channel's writability does not
+            // count them: flush each one, so writability stops the loop (else a whole upload is
+            // encrypted at once — 256 connections × 256 MiB ran the generator out of memory).
+            if flushEachWrite { context.flush() }
         }
         if sent == size {
             writeDone = true
@@ -206,6 +212,8 @@ final class HTTPUploadHandler: ChannelInboundHandler {
     private let payload: Payload
     private let keepAlive: Bool
     private var pacer: Pacer?
+    /// Over TLS (see the write loop).
+    private lazy var flushEachWrite = worker.shared.tls != nil
     private var parser = HTTPResponseParser()
     private var ticket: Int
     private var requestStarted: NIODeadline
@@ -279,6 +287,8 @@ final class HTTPUploadHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(payload.slice(at: (ticket &* 1_048_573 &+ sent) % payload.cycle, length: n)), promise: nil)
             sent += n
             wrote = true
+            // As in StreamUploadHandler: over TLS, writability only sees flushed bytes.
+            if flushEachWrite { context.flush() }
         }
         if sent == size { bodyDone = true }
         if wrote { context.flush() }
