@@ -51,7 +51,7 @@ public struct ListenerTLS: Decodable, Sendable {
 
     /// The config reference's line for a listener's `tls` key.
     public static let configKey = ConfigKey(
-        "tls", "mapping", default: "none (plain TCP)",
+        "tls", "mapping", default: "none (no TLS)",
         "Serve TLS: `certificate` (PEM: the certificate, then intermediates), `private_key` (PEM, unencrypted), optional `client_ca` (PEM CA certificates: clients must present a certificate one of them issued) and `min_version` (1.2 or 1.3, default 1.2). Files are read at start and on reload. Bytes are never spliced on a TLS listener."
     )
 
