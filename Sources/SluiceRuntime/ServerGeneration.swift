@@ -10,7 +10,8 @@ import Synchronization
 /// drains the old); tests start one in-process on port 0 and read the bound ports.
 public final class ServerGeneration: Sendable {
     public let built: BuiltConfig
-    private let group: ServiceGroup
+    /// One service group per listener (see ``start(_:logger:drainTimeout:onAnnounce:)``).
+    private let groups: [ServiceGroup]
     private let task: Task<Void, any Error>
     private let announced: AnnouncementLog
 
@@ -55,25 +56,32 @@ public final class ServerGeneration: Sendable {
             throw error
         }
 
-        var groupConfig = ServiceGroupConfiguration(
-            services: built.receivers.map { .init(service: $0, successTerminationBehavior: .ignore, failureTerminationBehavior: .gracefullyShutdownGroup) },
-            logger: logger
-        )
-        groupConfig.maximumGracefulShutdownDuration = drainTimeout ?? config.config.shutdown.drainTimeout.duration
-        groupConfig.maximumCancellationDuration = .seconds(10)
-        let group = ServiceGroup(configuration: groupConfig)
+        // One service group per listener, all signalled at once: a single group shuts its
+        // services down one after another (in reverse order, each after the previous one
+        // finished), so one listener kept accepting new uploads while another drained, and
+        // on a reload the new generation could not bind a port the old one still held.
+        let drain = drainTimeout ?? config.config.shutdown.drainTimeout.duration
+        let groups = built.receivers.map { receiver in
+            var groupConfig = ServiceGroupConfiguration(
+                services: [.init(service: receiver, successTerminationBehavior: .ignore, failureTerminationBehavior: .gracefullyShutdownGroup)],
+                logger: logger
+            )
+            groupConfig.maximumGracefulShutdownDuration = drain
+            groupConfig.maximumCancellationDuration = .seconds(10)
+            return ServiceGroup(configuration: groupConfig)
+        }
         let pipelines = Array(built.pipelines.values)
         let task = Task {
             defer { continuation.finish() }
             do {
-                try await group.run()
+                try await Self.runAll(groups)
             } catch {
                 for pipeline in pipelines { await pipeline.stop() }
                 throw error
             }
             for pipeline in pipelines { await pipeline.stop() }
         }
-        let generation = ServerGeneration(built: built, group: group, task: task, announced: announced)
+        let generation = ServerGeneration(built: built, groups: groups, task: task, announced: announced)
 
         // Wait until every listener announced itself, or the group ended (a bind failed).
         var count = 0
@@ -88,17 +96,45 @@ public final class ServerGeneration: Sendable {
         return generation
     }
 
-    private init(built: BuiltConfig, group: ServiceGroup, task: Task<Void, any Error>, announced: AnnouncementLog) {
+    private init(built: BuiltConfig, groups: [ServiceGroup], task: Task<Void, any Error>, announced: AnnouncementLog) {
         self.built = built
-        self.group = group
+        self.groups = groups
         self.task = task
         self.announced = announced
     }
 
-    /// Stops accepting, lets in-flight uploads finish within the drain timeout
-    /// (then cancels them; sinks clean up), and returns when everything stopped.
+    /// Runs every listener's group; when one fails, the others shut down gracefully too
+    /// (as one group did with `gracefullyShutdownGroup`), and the first error is thrown.
+    private static func runAll(_ groups: [ServiceGroup]) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { running in
+            for group in groups { running.addTask { try await group.run() } }
+            do {
+                // A listener that returns (graceful shutdown) just leaves the others running.
+                while try await running.next() != nil {}
+            } catch {
+                await withDiscardingTaskGroup { stopping in
+                    for group in groups { stopping.addTask { await group.triggerGracefulShutdown() } }
+                }
+                // Wait for every group to drain (a second error changes nothing: the first is thrown).
+                while true {
+                    do {
+                        if try await running.next() == nil { break }
+                    } catch {
+                        continue
+                    }
+                }
+                throw error
+            }
+        }
+    }
+
+    /// Stops accepting on every listener at once, lets in-flight uploads finish within
+    /// the drain timeout (then cancels them; sinks clean up), and returns when
+    /// everything stopped.
     public func shutdown() async {
-        await group.triggerGracefulShutdown()
+        await withDiscardingTaskGroup { stopping in
+            for group in groups { stopping.addTask { await group.triggerGracefulShutdown() } }
+        }
         _ = try? await task.value
     }
 
