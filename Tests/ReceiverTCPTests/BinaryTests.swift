@@ -90,9 +90,7 @@ struct BinaryTests {
         #expect(dir.text("server.err").contains("cannot be used together"), "\(dir.text("server.err"))")
         #expect(try receipt(try await send(trusting: renewed.caCertificate)).bytesStored == 8)
 
-        kill(server.processIdentifier, SIGTERM)
-        let exited = ContinuousClock.now + .seconds(15)
-        while server.isRunning, ContinuousClock.now < exited { try await Task.sleep(for: .milliseconds(50)) }
+        try await stopWithSIGTERM(server)
         #expect(server.terminationStatus == 0, "stderr: \(dir.text("server.err"))")
         #expect(dir.files(in: "data").count == 3)
     }
@@ -135,9 +133,7 @@ struct BinaryTests {
         #expect(r.location.hasSuffix(".bin"))
         #expect(dir.contents("data/" + r.location) == payload)
 
-        kill(server.processIdentifier, SIGTERM)
-        let exited = ContinuousClock.now + .seconds(15)
-        while server.isRunning, ContinuousClock.now < exited { try await Task.sleep(for: .milliseconds(50)) }
+        try await stopWithSIGTERM(server)
         #expect(!server.isRunning)
         #expect(server.terminationStatus == 0, "stderr: \(dir.text("server.err"))")
         #expect(dir.temporaries(root: "data").isEmpty)
@@ -263,6 +259,13 @@ extension Scratch {
     func text(_ relative: String) -> String {
         String(decoding: contents(relative) ?? [], as: UTF8.self)
     }
+}
+
+/// Sends SIGTERM and waits up to 15 s for the server to exit (a drain can take that long).
+private func stopWithSIGTERM(_ server: Process) async throws {
+    kill(server.processIdentifier, SIGTERM)
+    let exited = ContinuousClock.now + .seconds(15)
+    while server.isRunning, ContinuousClock.now < exited { try await Task.sleep(for: .milliseconds(50)) }
 }
 
 /// Starts `sluice serve --config config`, stdout/stderr to `<log>.out`/`<log>.err` in `dir`,
