@@ -219,6 +219,8 @@ final class HTTPUploadHandler: ChannelInboundHandler {
     private var requestStarted: NIODeadline
     private var sent = 0
     private var inFlight = false
+    /// Over TLS, until the handshake completed (the first request waits for it).
+    private var awaitingHandshake = false
     private var bodyDone = false
     private var pumpScheduled = false
     private var timeout: Scheduled<Void>?
@@ -237,8 +239,29 @@ final class HTTPUploadHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         self.context = context
-        startRequest(context: context, started: requestStarted)
+        // Over TLS the request waits for the handshake: writes made before it wait in the
+        // TLS handler, uncounted by writability, so a whole body would queue there.
+        if worker.shared.tls == nil {
+            startRequest(context: context, started: requestStarted)
+        } else {
+            awaitingHandshake = true
+        }
         context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event, awaitingHandshake {
+            awaitingHandshake = false
+            startRequest(context: context, started: requestStarted)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// A connection that failed its TLS handshake counts its first upload as failed.
+    private func failHandshake(_ reason: String) {
+        guard awaitingHandshake else { return }
+        awaitingHandshake = false
+        worker.recordFailure(reason, bytesSent: 0)
     }
 
     private func startRequest(context: ChannelHandlerContext, started: NIODeadline) {
@@ -338,12 +361,14 @@ final class HTTPUploadHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failHandshake("\(error)")
         failRequest("\(error)")
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         timeout?.cancel()
+        failHandshake("closed during the TLS handshake")
         if inFlight {
             if let response = try? parser.feedEOF() {
                 handle(response, context: context)
