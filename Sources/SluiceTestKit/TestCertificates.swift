@@ -18,6 +18,20 @@ public struct TestCertificates: Sendable {
     public let strangerCertificate: String
     public let strangerKey: String
 
+    /// Makes the certificates in a new temporary directory, runs `body` with them, and
+    /// removes the directory afterwards (also when `body` throws).
+    ///
+    /// ```swift
+    /// try await TestCertificates.withTemporary { certs, directory in
+    ///     // tls: { certificate: certs.serverCertificate, private_key: certs.serverKey }
+    /// }
+    /// ```
+    public static func withTemporary<T>(_ body: (TestCertificates, TemporaryDirectory) async throws -> T) async throws -> T {
+        let directory = try TemporaryDirectory(prefix: "sluice-tls")
+        defer { directory.remove() }
+        return try await body(try await make(in: directory), directory)
+    }
+
     /// Makes the certificates in `directory` (P-256 keys, valid for a day).
     public static func make(in directory: TemporaryDirectory) async throws -> TestCertificates {
         let dir = directory.path

@@ -105,32 +105,31 @@ struct TCPTLSTests {
     @Test("client_ca: only clients with a certificate the CA issued may upload",
           .enabled(if: tools, "needs socat, openssl and python3"))
     func clientCertificates() async throws {
-        let directory = try TemporaryDirectory(prefix: "sluice-tls")
-        defer { directory.remove() }
-        let certs = try await TestCertificates.make(in: directory)
-        let server = try await TestServer.start(listener: """
-            tls:
-              certificate: \(certs.serverCertificate)
-              private_key: \(certs.serverKey)
-              client_ca: \(certs.caCertificate)
-              min_version: "1.3"
-            """)
-        let file = try directory.write(Array(repeating: UInt8(ascii: "a"), count: 50_000), to: "a.txt")
-        func send(_ options: String) async throws -> ToolResult {
-            try await runTool(["sh", "-c", "socat -t 10 - OPENSSL:localhost:\(server.port),cafile=\(certs.caCertificate)\(options) < \(file)"])
-        }
-        let anonymous = try await send(",verify=1")
-        #expect(anonymous.text.isEmpty, "a client without a certificate got: \(anonymous.text)")
-        let stranger = try await send(",cert=\(certs.strangerCertificate),key=\(certs.strangerKey)")
-        #expect(stranger.text.isEmpty, "a client with another CA's certificate got: \(stranger.text)")
-        #expect(server.scratch.files(in: "root").isEmpty)
+        try await TestCertificates.withTemporary { certs, directory in
+            let server = try await TestServer.start(listener: """
+                tls:
+                  certificate: \(certs.serverCertificate)
+                  private_key: \(certs.serverKey)
+                  client_ca: \(certs.caCertificate)
+                  min_version: "1.3"
+                """)
+            let file = try directory.write(Array(repeating: UInt8(ascii: "a"), count: 50_000), to: "a.txt")
+            func send(_ options: String) async throws -> ToolResult {
+                try await runTool(["sh", "-c", "socat -t 10 - OPENSSL:localhost:\(server.port),cafile=\(certs.caCertificate)\(options) < \(file)"])
+            }
+            let anonymous = try await send(",verify=1")
+            #expect(anonymous.text.isEmpty, "a client without a certificate got: \(anonymous.text)")
+            let stranger = try await send(",cert=\(certs.strangerCertificate),key=\(certs.strangerKey)")
+            #expect(stranger.text.isEmpty, "a client with another CA's certificate got: \(stranger.text)")
+            #expect(server.scratch.files(in: "root").isEmpty)
 
-        let known = try await send(",cert=\(certs.clientCertificate),key=\(certs.clientKey)")
-        let stored = try receipt(String(decoding: known.stdout, as: UTF8.self))
-        #expect(stored.bytesStored == 50_000, "socat: \(known.stderr)")
-        #expect(server.scratch.files(in: "root") == [stored.location])
-        #expect(server.logs.all.contains { $0.message.contains("sent no certificate") })
-        #expect(server.logs.all.contains { $0.message.contains("not issued by client_ca") })
-        await server.stop()
+            let known = try await send(",cert=\(certs.clientCertificate),key=\(certs.clientKey)")
+            let stored = try receipt(String(decoding: known.stdout, as: UTF8.self))
+            #expect(stored.bytesStored == 50_000, "socat: \(known.stderr)")
+            #expect(server.scratch.files(in: "root") == [stored.location])
+            #expect(server.logs.all.contains { $0.message.contains("sent no certificate") })
+            #expect(server.logs.all.contains { $0.message.contains("not issued by client_ca") })
+            await server.stop()
+        }
     }
 }
