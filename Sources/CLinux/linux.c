@@ -17,6 +17,10 @@ int sluice_pipe_set_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size
 
 int sluice_pipe_size(int fd) { return fcntl(fd, F_GETPIPE_SZ); }
 
+int sluice_reserve(int fd, long long offset, long long length) {
+    return fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+}
+
 #else
 
 long sluice_splice(int input, int output, unsigned long length, int nonblocking) {
@@ -30,5 +34,11 @@ int sluice_pipe(int fds[2]) { (void)fds; errno = ENOSYS; return -1; }
 int sluice_pipe_set_size(int fd, int size) { (void)fd; (void)size; errno = ENOSYS; return -1; }
 
 int sluice_pipe_size(int fd) { (void)fd; errno = ENOSYS; return -1; }
+
+int sluice_reserve(int fd, long long offset, long long length) {
+    (void)fd; (void)offset; (void)length;
+    errno = EOPNOTSUPP;
+    return -1;
+}
 
 #endif

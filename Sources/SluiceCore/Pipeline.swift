@@ -150,7 +150,7 @@ extension UploadBody {
     ///     record nothing (for bytes that are not the ones stored, such as a body before decoding).
     ///   - subject: What the bytes are, for the error message.
     public func verifying(_ expected: [ExpectedDigest], context: UploadContext?, subject: String = "the body") -> UploadBody {
-        transformed { VerifyTransform(expected: expected, context: context, subject: subject) }
+        transformed { VerifyTransform(expected: expected, context: context, subject: subject) }.declaringLength(length)
     }
 }
 
@@ -223,10 +223,10 @@ final class StageMeter: Sendable {
     /// `body` with its chunks metered at `index`, and counted as received by `counting`.
     func wrap(_ body: UploadBody, index: Int, counting context: UploadContext? = nil) -> UploadBody {
         let metered = MeteredBody(base: body, meter: self, index: index, received: context)
-        guard body.offersPipedPieces else { return UploadBody(metered) }
+        guard body.offersPipedPieces else { return UploadBody(metered).declaringLength(body.length) }
         return UploadBody(metered) { [self] in
             MeteredPieces(base: body.makePieceIterator(), meter: self, index: index, received: context)
-        }
+        }.declaringLength(body.length)
     }
 
     func add(index: Int, bytes: Int, nanos: Int64) {

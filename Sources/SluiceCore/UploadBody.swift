@@ -19,6 +19,13 @@ public struct UploadBody: AsyncSequence, Sendable {
     /// The body as pieces that may sit in a kernel pipe (see ``makePieceIterator()``);
     /// `nil` when its source cannot splice or a layer reads the bytes.
     private let makePieces: (@Sendable () -> any BodyPieceIterator)?
+    /// How many bytes the body yields if it completes, when that is known before reading
+    /// it: an HTTP `Content-Length` without a content coding, a spooled file's size.
+    /// `nil` otherwise. Layers that pass the bytes on unchanged (counting, metering,
+    /// verifying, hashing, rate limiting) keep it; a transform that changes them drops
+    /// it. A sink may use it to prepare (the disk sink allocates the file's blocks), never
+    /// to trust: a body that ends short or runs long fails on its own.
+    public private(set) var length: Int64?
 
     /// Wraps any sendable sequence of `ByteBuffer`s.
     public init<Base: AsyncSequence & Sendable>(_ base: Base) where Base.Element == ByteBuffer {
@@ -43,6 +50,14 @@ public struct UploadBody: AsyncSequence, Sendable {
     /// A body that yields `chunks` in order.
     public init(chunks: [ByteBuffer]) {
         self.init(ChunkArraySequence(chunks: chunks))
+        self.length = chunks.reduce(0) { $0 + Int64($1.readableBytes) }
+    }
+
+    /// This body, declaring that it yields `length` bytes (see ``length``); `nil` clears it.
+    public func declaringLength(_ length: Int64?) -> UploadBody {
+        var body = self
+        body.length = length
+        return body
     }
 
     /// An empty body.
@@ -140,10 +155,10 @@ extension UploadBody {
         _ makeTransform: @escaping @Sendable () -> T
     ) -> UploadBody {
         let chunks = TransformedBody(base: self, makeTransform: makeTransform)
-        guard let makePieces else { return UploadBody(chunks) }
+        guard let makePieces else { return UploadBody(chunks).declaringLength(length) }
         return UploadBody(chunks) {
             CountingPieces(base: makePieces(), transform: makeTransform())
-        }
+        }.declaringLength(length)
     }
 
     /// Returns a body that calls `observe` with each chunk before passing it on unchanged,
@@ -152,7 +167,7 @@ extension UploadBody {
         _ observe: @escaping @Sendable (ByteBuffer) throws -> Void,
         onEnd: @escaping @Sendable () throws -> Void = {}
     ) -> UploadBody {
-        transformed { ObservingTransform(observe: observe, onEnd: onEnd) }
+        transformed { ObservingTransform(observe: observe, onEnd: onEnd) }.declaringLength(length)
     }
 
     /// Returns a body that fails with ``SluiceError/Code/payloadTooLarge`` once more

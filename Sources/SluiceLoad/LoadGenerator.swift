@@ -269,12 +269,14 @@ final class Worker {
         active += 1
         let started = NIODeadline.now()
         let bootstrap: ClientBootstrap
+        // The initializers capture the shared state, not this loop-bound worker.
+        let shared = self.shared
         switch configuration.mode {
         case .http:
             let handler = NIOLoopBound(HTTPUploadHandler(worker: self, firstTicket: ticket, started: started), eventLoop: loop)
             bootstrap = makeBootstrap().channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try self.shared.addTLS(to: channel)
+                    try shared.addTLS(to: channel)
                     try channel.pipeline.syncOperations.addHandler(handler.value)
                 }
             }
@@ -282,7 +284,7 @@ final class Worker {
             let handler = NIOLoopBound(StreamUploadHandler(worker: self, ticket: ticket, started: started), eventLoop: loop)
             bootstrap = makeBootstrap().channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try self.shared.addTLS(to: channel)
+                    try shared.addTLS(to: channel)
                     try channel.pipeline.syncOperations.addHandler(handler.value)
                 }
             }
@@ -348,9 +350,10 @@ final class Worker {
             let handler = HoldHandler(worker: self)
             holders.append(handler)
             let bound = NIOLoopBound(handler, eventLoop: loop)
+            let shared = self.shared
             makeBootstrap().channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try self.shared.addTLS(to: channel)
+                    try shared.addTLS(to: channel)
                     try channel.pipeline.syncOperations.addHandler(bound.value)
                 }
             }

@@ -18,8 +18,17 @@ struct HTTPSpliceTests {
         var base: String { "http://127.0.0.1:\(generation.port(of: "http") ?? 0)" }
         var port: Int { generation.port(of: "http") ?? 0 }
 
-        static func start(listener: String = "") async throws -> DiskServer {
+        /// With `tmpfsSize`, the root is a tmpfs of that size (needs root; `nil` when it cannot be mounted).
+        static func start(listener: String = "", tmpfsSize: String? = nil) async throws -> DiskServer? {
             let dir = try TempDir()
+            if let tmpfsSize {
+                try FileManager.default.createDirectory(atPath: dir.path + "/root", withIntermediateDirectories: true)
+                let mounted = try await run(["mount", "-t", "tmpfs", "-o", "size=\(tmpfsSize)", "tmpfs", dir.path + "/root"])
+                guard mounted.status == 0 else {
+                    dir.cleanup()
+                    return nil
+                }
+            }
             let yaml = """
             listeners:
               http:
@@ -34,8 +43,13 @@ struct HTTPSpliceTests {
             """
             let config = try LoadedConfig.parse(yaml, file: "test.yaml", registry: .builtin)
             let generation = try await ServerGeneration.start(config, logger: quietLogger, drainTimeout: .seconds(5))
-            return DiskServer(generation: generation, dir: dir)
+            return DiskServer(generation: generation, dir: dir, mounted: tmpfsSize != nil)
         }
+
+        static func start(listener: String = "") async throws -> DiskServer {
+            try #require(try await start(listener: listener, tmpfsSize: nil))
+        }
+        let mounted: Bool
 
         func stored(_ name: String) -> [UInt8]? {
             FileManager.default.contents(atPath: root + "/" + name).map(Array.init)
@@ -45,6 +59,7 @@ struct HTTPSpliceTests {
         var temporaries: [String] { temporaryFiles(in: root + "/.sluice-tmp") }
         func stop() async {
             await generation.shutdown()
+            if mounted { _ = try? await run(["umount", root]) }
             dir.cleanup()
         }
     }
@@ -163,6 +178,30 @@ struct HTTPSpliceTests {
         #expect(server.files == ["good"])
         #expect(sha256Hex(try #require(server.stored("good"))) == sha256Hex(payload))
         #expect(server.temporaries.isEmpty)
+        await server.stop()
+    }
+
+    @Test("a PUT larger than the free space gets 507 at once, chunked or not, and leaves nothing; the next that fits lands",
+          .enabled(if: getuid() == 0, "needs root to mount a small tmpfs"))
+    func diskFull() async throws {
+        guard let server = try await DiskServer.start(tmpfsSize: "1m") else { return }  // no permission to mount here
+        let large = try server.dir.file("large", pseudoRandomBytes(count: 4 << 20, seed: 12))
+        // With a Content-Length the space is reserved when the file is made, before the body is read.
+        var (status, body, _) = try await curl(["-T", large, "\(server.base)/upload/declared"])
+        #expect(status == 507, "\(body)")
+        #expect(errorCode(body) == "insufficient_storage")
+        #expect(body.contains("cannot reserve 4MiB"), "\(body)")
+        // Chunked: no length to reserve; the writes find the disk full.
+        (status, body, _) = try await curl(["-T", large, "-H", "Transfer-Encoding: chunked", "\(server.base)/upload/chunked"])
+        #expect(status == 507, "\(body)")
+        #expect(errorCode(body) == "insufficient_storage")
+        #expect(server.files.isEmpty)
+        #expect(server.temporaries.isEmpty)
+
+        let payload = pseudoRandomBytes(count: 600_000, seed: 13)
+        (status, body, _) = try await curl(["-T", try server.dir.file("fits", payload), "\(server.base)/upload/fits"])
+        #expect(status == 201, "\(body)")
+        #expect(server.stored("fits") == payload)
         await server.stop()
     }
 

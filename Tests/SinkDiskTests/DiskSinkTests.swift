@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import SluiceCore
 import SluiceTestKit
+import Synchronization
 import Testing
 
 @testable import SinkDisk
@@ -24,6 +25,22 @@ struct Scratch {
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: path) }
+
+    /// A scratch directory with a tmpfs of `size` mounted on it (a small disk to fill);
+    /// `nil` when mounting is not permitted.
+    static func tmpfs(size: String) throws -> Scratch? {
+        let dir = try Scratch()
+        guard try run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", dir.path]) == 0 else {
+            dir.remove()
+            return nil
+        }
+        return dir
+    }
+
+    func unmountAndRemove() {
+        _ = try? run("/bin/umount", [path])
+        remove()
+    }
 
     func contents(_ relative: String) -> [UInt8]? {
         FileManager.default.contents(atPath: path + "/" + relative).map(Array.init)
@@ -414,17 +431,90 @@ struct DiskSinkTests {
     @Test("a full disk refuses the upload with insufficient_storage and leaves nothing",
           .enabled(if: getuid() == 0, "needs root to mount a small tmpfs"))
     func diskFull() async throws {
-        let dir = try Scratch()
-        defer { dir.remove() }
-        guard try run("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", dir.path]) == 0 else {
-            return  // no permission to mount here (a container without CAP_SYS_ADMIN): the mapping test covers it
-        }
-        defer { _ = try? run("/bin/umount", [dir.path]) }
+        // No permission to mount here (a container without CAP_SYS_ADMIN): the mapping test covers it.
+        guard let dir = try Scratch.tmpfs(size: "256k") else { return }
+        defer { dir.unmountAndRemove() }
         let disk = try sink(dir.path)
         try await disk.start()
-        let result = await code { try await disk.store(.bytes(pseudoRandomBytes(count: 1024 * 1024)), context: context(name: "big")) }
+        // No declared length: the writes find the disk full (the reservations ahead fail quietly).
+        let result = await code {
+            try await disk.store(.bytes(pseudoRandomBytes(count: 1024 * 1024)).declaringLength(nil), context: context(name: "big"))
+        }
         #expect(result == .insufficientStorage)
         #expect(dir.files().isEmpty)
+    }
+
+    @Test("a declared length the disk cannot hold is refused before the body is read; one that fits lands",
+          .enabled(if: getuid() == 0, "needs root to mount a small tmpfs"))
+    func declaredLengthTooLarge() async throws {
+        guard let dir = try Scratch.tmpfs(size: "1m") else { return }  // no permission to mount here
+        defer { dir.unmountAndRemove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        let read = ReadFlag()
+        let tooLarge = UploadBody(WatchedBody(flag: read, count: 4 << 20)).declaringLength(4 << 20)
+        #expect(await code { try await disk.store(tooLarge, context: context(name: "big")) } == .insufficientStorage)
+        #expect(!read.value, "the body was read")
+        #expect(dir.files().isEmpty)
+        #expect(dir.temporaries().isEmpty)
+
+        let payload = pseudoRandomBytes(count: 300_000, seed: 3)
+        _ = try await disk.store(.bytes(payload), context: context(name: "fits"))
+        #expect(dir.contents("fits") == payload)
+    }
+
+    @Test("streamed files show what was written and keep no blocks reserved past it, declared or not, preallocate on or off")
+    func preallocation() async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        for preallocate in [true, false] {
+            var configuration = DiskSinkPlugin.Configuration(root: dir.path + "/\(preallocate)")
+            configuration.preallocate = preallocate
+            let disk = DiskSink(configuration: configuration)
+            try await disk.start()
+            for size in [200_000, 1 << 20, 3 * (1 << 20) / 2 + 17, 9 << 20] {
+                let payload = pseudoRandomBytes(count: size, seed: UInt64(size))
+                for declared in [true, false] {
+                    let name = "\(size)-\(declared)"
+                    let body = UploadBody.bytes(payload, chunkSize: 100_000).declaringLength(declared ? Int64(size) : nil)
+                    let receipt = try await disk.store(body, context: context(name: name))
+                    #expect(receipt.bytesStored == Int64(size))
+                    var info = stat()
+                    #expect(stat(dir.path + "/\(preallocate)/" + name, &info) == 0)
+                    #expect(Int(info.st_size) == size, "\(name)")
+                    // Blocks allocated: the data rounded up to a 4 KiB block, plus slack for the
+                    // file system's own; a reservation left in place would add up to 8 MiB.
+                    #expect(Int(info.st_blocks) * 512 <= size + 64 * 1024, "\(name): \(info.st_blocks * 512) bytes allocated")
+                    #expect(dir.contents("\(preallocate)/" + name) == payload)
+                }
+            }
+        }
+    }
+
+    @Test("reservations: none below the threshold, then whole MiB steps reaching twice the size written, capped")
+    func reservationSteps() {
+        var reservation = Reservation.growing()
+        func next(_ offset: Int64, _ count: Int) -> [Int64] {
+            reservation.stretch(before: offset, count: count).map { [$0.offset, $0.length] } ?? []
+        }
+        #expect(next(0, 65_536) == [])
+        #expect(next(65_536, 65_536) == [])  // 128 KiB: not past the threshold
+        #expect(next(131_072, 1) == [0, 1 << 20])
+        #expect(next(131_073, 900_000) == [])  // within the first MiB
+        #expect(next(1 << 20, 4096) == [1 << 20, 2 << 20])  // to 3 MiB (2 × (1 MiB + 4 KiB), rounded up)
+        let trimmed = reservation.trim(written: (1 << 20) + 4096)
+        #expect(trimmed == Int64((1 << 20) + 4096))
+        #expect(reservation.trim(written: 3 << 20) == nil)
+
+        var large = Reservation.growing(declared: 100 << 20)
+        #expect(large.stretch(before: 0, count: 100 << 20) == nil)  // declared: reserved when the file was made
+        let capped = large.stretch(before: 100 << 20, count: 1)
+        #expect(capped?.offset == 100 << 20)
+        #expect(capped?.length == 65 << 20)  // 64 MiB ahead at most, rounded up to whole MiB
+
+        var off = Reservation.off
+        #expect(off.stretch(before: 10 << 20, count: 1 << 20) == nil)
+        #expect(off.trim(written: 11 << 20) == nil)
     }
 
     /// Receivers run uploads on their connection's event loop, where writes run inline.
@@ -513,6 +603,32 @@ struct DiskSinkTests {
                 #expect("\(error)".contains(message), "\(error)")
                 #expect("\(error)".contains("t.yaml:"), "\(error)")
             }
+        }
+    }
+}
+
+/// Set once a body was read.
+final class ReadFlag: Sendable {
+    private let flag = Mutex(false)
+    var value: Bool { flag.withLock { $0 } }
+    func set() { flag.withLock { $0 = true } }
+}
+
+/// `count` zero bytes in 64 KiB chunks that set `flag` when first asked for one.
+struct WatchedBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let flag: ReadFlag
+    let count: Int
+    func makeAsyncIterator() -> Iterator { Iterator(flag: flag, remaining: count) }
+    struct Iterator: AsyncIteratorProtocol {
+        let flag: ReadFlag
+        var remaining: Int
+        mutating func next() async throws -> ByteBuffer? {
+            flag.set()
+            guard remaining > 0 else { return nil }
+            let n = Swift.min(remaining, 65_536)
+            remaining -= n
+            return ByteBuffer(repeating: 0, count: n)
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import SluiceCore
 import SluiceTestKit
+import Synchronization
 import Testing
 
 /// A source that yields two chunks, then one piped piece of `piped` bytes (really in the pipe).
@@ -22,6 +23,31 @@ private struct FakeSplicingSource: BodyPieceIterator {
     }
 }
 
+/// Writes every byte twice: changes the body's length.
+private struct Doubling: ChunkTransform {
+    mutating func process(_ chunk: ByteBuffer) -> ByteBuffer? {
+        ByteBuffer(bytes: chunk.readableBytesView.flatMap { [$0, $0] })
+    }
+    mutating func finish() -> ByteBuffer? { nil }
+}
+
+private struct DoublingStage: Stage {
+    func apply(to body: UploadBody, context: UploadContext) async throws -> UploadBody {
+        body.transformed { Doubling() }
+    }
+}
+
+/// Records the length each body declared when it reached the sink.
+private final class LengthRecordingSink: Sink {
+    let lengths = Mutex<[Int64?]>([])
+    func store(_ body: UploadBody, context: UploadContext) async throws -> SinkReceipt {
+        lengths.withLock { $0.append(body.length) }
+        var count: Int64 = 0
+        for try await chunk in body { count += Int64(chunk.readableBytes) }
+        return SinkReceipt(location: "nowhere", bytesStored: count)
+    }
+}
+
 @Suite("body pieces")
 struct BodyPieceTests {
     static func body(piped: Int) throws -> UploadBody {
@@ -39,6 +65,28 @@ struct BodyPieceTests {
         #expect(!body.observed { _ in }.offersPipedPieces)
         #expect(!body.verifying([], context: nil).offersPipedPieces)
         #expect(!UploadBody(chunks: [ByteBuffer(string: "x")]).offersPipedPieces)
+    }
+
+    @Test("a declared length survives layers that pass the bytes on unchanged and is dropped by a transform")
+    func declaredLength() async throws {
+        let body = UploadBody(chunks: [ByteBuffer(string: "abc"), ByteBuffer(string: "de")])
+        #expect(body.length == 5)
+        #expect(body.declaringLength(nil).length == nil)
+        #expect(try Self.body(piped: 10).length == nil)  // a source says nothing unless it declares
+        let declared = try Self.body(piped: 10).declaringLength(14)
+        #expect(declared.length == 14)
+        #expect(declared.limited(to: 100).length == 14)
+        #expect(declared.observed { _ in }.length == 14)
+        #expect(declared.verifying([], context: nil).length == 14)
+        #expect(declared.limited(to: 100).offersPipedPieces)
+        #expect(body.transformed { Doubling() }.length == nil)
+        #expect(try await body.transformed { Doubling() }.collect().count == 10)
+
+        // Through a pipeline: the sink sees it when no stage changes the bytes.
+        let sink = LengthRecordingSink()
+        _ = try await Pipeline(name: "plain", stages: [], sink: sink).process(.test(name: "a", bytes: Array("hello".utf8)))
+        _ = try await Pipeline(name: "doubled", stages: [("double", DoublingStage())], sink: sink).process(.test(name: "b", bytes: Array("hello".utf8)))
+        #expect(sink.lengths.withLock { $0 } == [5, nil])
     }
 
     @Test("max size counts piped bytes")

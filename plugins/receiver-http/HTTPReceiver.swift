@@ -244,6 +244,10 @@ struct RequestHandler: Sendable {
             body = UploadBody(chunks) { RequestBodyPieces(chunks: chunks.makeAsyncIterator(), channel: channel, contentLength: length) }
         }
         body = body.limited(to: configuration.maxUploadSize.bytes)
+        if !head.hasTransferEncoding {
+            // Content-Length frames the body (the decoder drops it again for a coded one).
+            body = body.declaringLength(declaredLength)
+        }
         if let encoding {
             // Client digests describe the bytes as sent: check them below the decoder.
             if !digests.isEmpty {

@@ -236,7 +236,8 @@ final class SpoolReceiver: Receiver {
                     mode: .object,
                     receivedAt: Date(timeIntervalSince1970: Double(modified.seconds) + Double(modified.nanoseconds) / 1e9)
                 )
-                let body = UploadBody(handle.readChunks(chunkLength: .bytes(Int64(chunk))))
+                // A file in new/ is complete: its size is the body's length.
+                let body = UploadBody(handle.readChunks(chunkLength: .bytes(Int64(chunk)))).declaringLength(info.size)
                 return try await pipeline.process(Upload(metadata: metadata, body: body))
             }
         } catch let error as FileSystemError where error.code == .notFound {

@@ -138,13 +138,15 @@ public struct DiskSink: PreparingSink {
         // kernel (a spliced socket) goes from its pipe into the file without being read.
         var pieces = body.makePieceIterator()
         let memoryBuffer = configuration.memoryBuffer.bytes
-        if let declared = context.metadata.declaredLength, declared > memoryBuffer {
+        // Blocks for a body of known length are allocated with its file (see `Reservation`).
+        let reserving = configuration.preallocate ? body.length.flatMap { $0 > Reservation.threshold ? $0 : nil } : nil
+        if let declared = body.length ?? context.metadata.declaredLength, declared > memoryBuffer {
             // Known to be larger (an HTTP Content-Length): no point gathering the start.
-            return try await writeStreaming(ByteBuffer(), ByteBuffer(), &pieces, name: name, context: context, commit: commitSmall)
+            return try await writeStreaming(ByteBuffer(), ByteBuffer(), &pieces, name: name, context: context, commit: commitSmall, reserving: reserving)
         }
         let (gathered, overflow) = try await Self.gather(&pieces, limit: Int(clamping: memoryBuffer))
         if let overflow {
-            return try await writeStreaming(gathered, overflow, &pieces, name: name, context: context, commit: commitSmall)
+            return try await writeStreaming(gathered, overflow, &pieces, name: name, context: context, commit: commitSmall, reserving: reserving)
         }
         return try await writeGathered(gathered, name: name, context: context, commitSmall: commitSmall)
     }
@@ -204,11 +206,15 @@ public struct DiskSink: PreparingSink {
     @inline(never)
     private func writeStreaming(
         _ gathered: ByteBuffer, _ overflow: ByteBuffer, _ pieces: inout any BodyPieceIterator, name: String?, context: UploadContext,
-        commit: Bool
+        commit: Bool, reserving: Int64?
     ) async throws -> Written {
         // A two-step commit (prepare, then commit) needs a name between the steps.
-        let temp = try await TempFile.create(in: tempDirectory, mode: configuration.fileMode, anonymous: commit && anonymous.supported)
-        var writer = PipelinedWriter(temp: temp, inline: inlineWrites)
+        let temp = try await TempFile.create(
+            in: tempDirectory, mode: configuration.fileMode, anonymous: commit && anonymous.supported, reserving: reserving
+        )
+        var writer = PipelinedWriter(
+            temp: temp, inline: inlineWrites, reservation: configuration.preallocate ? .growing(declared: reserving ?? 0) : .off
+        )
         var open = true
         do {
             try await writer.append(gathered)
@@ -222,15 +228,16 @@ public struct DiskSink: PreparingSink {
             try Task.checkCancellation()
             try await writer.finish()
             let written = writer.written
+            let trim = writer.reservation.trim(written: written)
             if commit {
                 let name = try name ?? checkedName(context)
                 let sidecars = context.sidecars.map { ($0.algorithm.rawValue, $0.hex) }
                 open = false
-                let location = try await temp.finishAndPlace(sync: configuration.fsync, placement(temp, name: name, sidecars: sidecars))
+                let location = try await temp.finishAndPlace(sync: configuration.fsync, trimmingTo: trim, placement(temp, name: name, sidecars: sidecars))
                 return .stored(SinkReceipt(location: location, bytesStored: written))
             }
             open = false
-            try await temp.finish(sync: configuration.fsync)
+            try await temp.finish(sync: configuration.fsync, trimmingTo: trim)
             return .prepared(try prepared(temp, bytes: written, name: name, context: context))
         } catch {
             // A write still running must end before its descriptor is closed.
@@ -298,12 +305,27 @@ struct TempFile: Sendable {
     /// A path to the open file's inode, for `linkat(2)` (an anonymous file has no other).
     var descriptorPath: String { "/proc/self/fd/\(fd)" }
 
-    static func create(in directory: String, mode: UInt32?, anonymous: Bool = false) async throws -> TempFile {
+    /// Creates and opens a temporary file; with `reserving`, allocates that many bytes of
+    /// blocks for it at once (see ``Reservation``), and refuses the upload with
+    /// `insufficientStorage` if the file system has not got them.
+    static func create(in directory: String, mode: UInt32?, anonymous: Bool = false, reserving: Int64? = nil) async throws -> TempFile {
         let named = unopened(in: directory, anonymous: anonymous)
         try acquireDescriptor()
         if !anonymous { InFlightTemporaries.insert(named.path) }
         do {
-            let fd = try await FileSystemCalls.run { try openNew(named, mode: mode) }
+            let fd = try await FileSystemCalls.run {
+                let fd = try openNew(named, mode: mode)
+                if let reserving {
+                    let code = SystemCalls.reserve(fd, at: 0, length: reserving)
+                    if code == ENOSPC || code == EDQUOT {
+                        FileSystemCalls.closeQuietly(fd)
+                        if !named.isAnonymous { unlink(named.path) }
+                        throw SluiceError(.insufficientStorage, "cannot reserve \(ByteSize(reserving)) for the upload: \(FileSystemCalls.message(code))")
+                    }
+                    // Other failures (a file system that cannot allocate ahead) change nothing: the writes allocate.
+                }
+                return fd
+            }
             return TempFile(fd: fd, path: named.path, name: named.name)
         } catch {
             if !anonymous { InFlightTemporaries.remove(named.path) }
@@ -425,18 +447,20 @@ struct TempFile: Sendable {
         return fd
     }
 
-    /// Flushes (optionally fsyncs) and closes the file. The descriptor is closed even when this throws.
-    func finish(sync: Bool) async throws {
+    /// Optionally truncates (releasing blocks reserved past the end, see ``Reservation``),
+    /// fsyncs, and closes the file. The descriptor is closed even when this throws.
+    func finish(sync: Bool, trimmingTo size: Int64? = nil) async throws {
         let fd = self.fd
         defer { FileDescriptorBudget.shared.release() }
         try await FileSystemCalls.run(syncs: sync) {
+            Self.trim(fd, to: size)
             try Self.closeFile(fd, sync: sync)
         }
     }
 
-    /// ``finish(sync:)`` and the rename into place in one trip to the disk pool; returns
-    /// the stored location. On failure the file is closed and removed.
-    func finishAndPlace(sync: Bool, _ placement: Placement) async throws -> String {
+    /// ``finish(sync:trimmingTo:)`` and the rename into place in one trip to the disk pool;
+    /// returns the stored location. On failure the file is closed and removed.
+    func finishAndPlace(sync: Bool, trimmingTo size: Int64? = nil, _ placement: Placement) async throws -> String {
         let fd = self.fd
         let path = self.path
         defer { FileDescriptorBudget.shared.release() }
@@ -444,12 +468,14 @@ struct TempFile: Sendable {
             // Linked into place through its descriptor, then closed (closing an unlinked one frees it).
             return try await FileSystemCalls.run(syncs: sync) {
                 defer { FileSystemCalls.closeQuietly(fd) }
+                Self.trim(fd, to: size)
                 try Self.syncIfAsked(fd, sync)
                 return try placement.place()
             }
         }
         let location = try await FileSystemCalls.run(syncs: sync) {
             do {
+                Self.trim(fd, to: size)
                 try Self.closeFile(fd, sync: sync)
                 return try placement.place()
             } catch {
@@ -459,6 +485,14 @@ struct TempFile: Sendable {
         }
         InFlightTemporaries.remove(path)
         return location
+    }
+
+    /// Blocking: truncates `fd` to `size` (its size already: this releases the blocks
+    /// reserved past it). A failure leaves those blocks allocated, which costs space,
+    /// not correctness: it is ignored.
+    private static func trim(_ fd: Int32, to size: Int64?) {
+        guard let size else { return }
+        while ftruncate(fd, off_t(size)) != 0, errno == EINTR {}
     }
 
     /// Blocking: fsyncs `fd` when `sync` is set.

@@ -32,10 +32,13 @@ struct PipelinedWriter {
     private var lastIsGathered = false
     /// Bytes handed to the disk so far (all written once ``finish()`` returns).
     private(set) var written: Int64 = 0
+    /// Blocks allocated ahead of the writes (see ``Reservation``).
+    private(set) var reservation: Reservation
 
-    init(temp: TempFile, inline: InlineWrites? = nil) {
+    init(temp: TempFile, inline: InlineWrites? = nil, reservation: Reservation = .off) {
         self.temp = temp
         self.inline = inline
+        self.reservation = reservation
     }
 
     /// Queues `chunk`; starts a write when none is running, waits for the running one
@@ -72,14 +75,17 @@ struct PipelinedWriter {
         guard count > 0 else { return }
         try await finish()
         let fd = temp.fd
+        let extend = reservation.stretch(before: written, count: count)
         written += Int64(count)
         if let inline, inline.eventLoop() != nil {
             let started = NIODeadline.now()
+            Reservation.apply(extend, to: fd)
             try FileSystemCalls.drain(pipe, count, into: fd)
             inline.record(NIODeadline.now() - started)
             return
         }
         try await FileSystemCalls.submit {
+            Reservation.apply(extend, to: fd)
             try FileSystemCalls.drain(pipe, count, into: fd)
         }.get()
     }
@@ -110,6 +116,7 @@ struct PipelinedWriter {
         let chunks = pending
         let fd = temp.fd
         let done = Completion()
+        let extend = reservation.stretch(before: written, count: pendingBytes)
         written += Int64(pendingBytes)
         pending = []
         pendingBytes = 0
@@ -118,6 +125,7 @@ struct PipelinedWriter {
             // On this thread, now: the write is done (or failed) when `submit` returns.
             let started = NIODeadline.now()
             do {
+                Reservation.apply(extend, to: fd)
                 for chunk in chunks {
                     try FileSystemCalls.writeAll(fd: fd, chunk, what: "the temporary file")
                 }
@@ -131,6 +139,7 @@ struct PipelinedWriter {
         }
         let future = FileSystemCalls.submit {
             defer { done.set() }
+            Reservation.apply(extend, to: fd)
             for chunk in chunks {
                 try FileSystemCalls.writeAll(fd: fd, chunk, what: "the temporary file")
             }
@@ -144,5 +153,60 @@ struct PipelinedWriter {
         private let flag = Atomic<Bool>(false)
         var isDone: Bool { flag.load(ordering: .acquiring) }
         func set() { flag.store(true, ordering: .releasing) }
+    }
+}
+
+/// Blocks allocated ahead of an upload's writes, growing with the file.
+///
+/// ext4 (like most file systems) allocates a buffered write's blocks lazily, reserving
+/// space page by page as the page cache fills; allocating a stretch of the file at once
+/// with `fallocate(2)` lets each write find its blocks instead. Measured on this
+/// machine's ext4 (1,024 files of 1 MiB, 64 KiB writes, warm memory): 0.28 CPU-s of
+/// kernel time per GiB without, 0.22–0.24 with; at 64 KiB files there is no gain, and
+/// at 4 KiB the extra call costs 6 µs a file. So nothing is reserved until a file
+/// passes ``threshold``; then each reservation reaches twice the file's size so far
+/// (at least ``minimumStep``, at most ``maximumStep`` ahead), rounded up to a whole
+/// ``minimumStep``. What the upload did not use is released when it ends (``trim``).
+/// The size the file shows is always what was written (`FALLOC_FL_KEEP_SIZE`).
+///
+/// A reservation that fails (a full disk, a file system that cannot) is not an error:
+/// the writes go on as without it, and report a full disk themselves. A reservation of
+/// a declared length (``TempFile/create(in:mode:anonymous:reserving:)``) is made when the
+/// file is created and does fail the upload: the space is not there.
+struct Reservation: Sendable {
+    /// The end of the allocated stretch (`[0, end)`); `-1` when reserving is off.
+    private(set) var end: Int64
+
+    static let threshold: Int64 = 128 * 1024
+    static let minimumStep: Int64 = 1024 * 1024
+    static let maximumStep: Int64 = 64 * 1024 * 1024
+
+    /// No reservations.
+    static let off = Reservation(end: -1)
+    /// Reservations from the first write past ``threshold``; `declared` bytes are already allocated.
+    static func growing(declared: Int64 = 0) -> Reservation { Reservation(end: declared) }
+
+    /// What to allocate before writing `count` bytes at `offset` (`nil`: nothing);
+    /// records it as allocated.
+    mutating func stretch(before offset: Int64, count: Int) -> (offset: Int64, length: Int64)? {
+        let target = offset + Int64(count)
+        guard end >= 0, target > end, target > Self.threshold else { return nil }
+        let wanted = target <= Self.minimumStep ? Self.minimumStep : min(2 * target, target + Self.maximumStep)
+        let newEnd = (wanted + Self.minimumStep - 1) / Self.minimumStep * Self.minimumStep
+        defer { end = newEnd }
+        return (end, newEnd - end)
+    }
+
+    /// Blocking: allocates `stretch` of `fd`, if any; a failure only ends reserving
+    /// (the writes report a full disk themselves).
+    static func apply(_ stretch: (offset: Int64, length: Int64)?, to fd: Int32) {
+        guard let stretch else { return }
+        _ = SystemCalls.reserve(fd, at: stretch.offset, length: stretch.length)
+    }
+
+    /// The size to truncate the file to when `written` bytes are all it got: blocks
+    /// allocated past its end are released only by a truncation; `nil` when none are.
+    func trim(written: Int64) -> Int64? {
+        end > written ? written : nil
     }
 }

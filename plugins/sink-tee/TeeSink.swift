@@ -70,7 +70,7 @@ final class TeeSink: PreparingSink {
             for (index, branch) in branches.enumerated() {
                 group.addTask {
                     do {
-                        var branchBody = fanOut.body(index)
+                        var branchBody = fanOut.body(index).declaringLength(body.length)
                         for stage in branch.stages {
                             branchBody = try await stage.apply(to: branchBody, context: context)
                         }

@@ -123,9 +123,10 @@ public struct HashStage: Stage {
         let label = self.label
         let sidecar = self.sidecar
         let expected = verifies ? context.metadata.expectedDigests.filter { $0.algorithm == algorithm } : []
+        // The bytes pass on unchanged: their length stays known.
         return body.transformed {
             HashTransform(computer: algorithm.makeComputer(), label: label, sidecar: sidecar, expected: expected, context: context)
-        }
+        }.declaringLength(body.length)
     }
 }
 

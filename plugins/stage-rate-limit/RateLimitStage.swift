@@ -133,7 +133,7 @@ public struct RateLimitStage: Stage {
         case .listener: ListenerBuckets.bucket(listener: context.metadata.listener, rate: rate, burst: burst)
         }
         let piece = context.metadata.mode == .object ? Int(min(burst, Int64(Self.maxPieceSize))) : nil
-        return UploadBody(ThrottledBody(base: body, bucket: bucket, piece: piece))
+        return UploadBody(ThrottledBody(base: body, bucket: bucket, piece: piece)).declaringLength(body.length)
     }
 }
 

@@ -19,4 +19,9 @@ int sluice_pipe_set_size(int fd, int size);
 /* fcntl(F_GETPIPE_SZ): the pipe's capacity in bytes, or -1 with errno set. */
 int sluice_pipe_size(int fd);
 
+/* fallocate(2) with FALLOC_FL_KEEP_SIZE: allocates the blocks of [offset, offset + length)
+   without changing the file's size. Returns 0, or -1 with errno set (EOPNOTSUPP where the
+   file system cannot). */
+int sluice_reserve(int fd, long long offset, long long length);
+
 #endif

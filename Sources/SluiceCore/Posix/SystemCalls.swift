@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CLinux
 import NIOCore
 
 /// A failed system call: what was attempted, on which path, and the `errno` it set.
@@ -129,6 +130,19 @@ public enum SystemCalls {
     /// Closes `fd`, ignoring errors (for failure paths, where the first error is the one to report).
     public static func closeQuietly(_ fd: CInt) {
         _ = close(fd)
+    }
+
+    /// Allocates the blocks of `length` bytes at `offset` without changing the file's
+    /// size (`fallocate(2)` with `FALLOC_FL_KEEP_SIZE`), so that later writes there find
+    /// their blocks instead of reserving them page by page.
+    ///
+    /// - Returns: `0`, or the `errno` of the failure: `ENOSPC`/`EDQUOT` when the space is
+    ///   not there, `EOPNOTSUPP` where the file system cannot allocate ahead.
+    public static func reserve(_ fd: CInt, at offset: Int64, length: Int64) -> Int32 {
+        while sluice_reserve(fd, offset, length) != 0 {
+            if errno != EINTR { return errno }
+        }
+        return 0
     }
 }
 
