@@ -7,15 +7,21 @@ import NIOSSL
 import Prometheus
 import ServiceLifecycle
 import SluiceCore
+import Synchronization
 
-/// The admin listener (R-R6): `GET /healthz` answers `ok`, `GET /metrics` the
-/// Prometheus text of every metric Sluice records.
+/// The admin listener (R-R6): `GET /healthz` answers `200 ok` while the server serves
+/// and `503 draining` once it is shutting down, `GET /metrics` the Prometheus text of
+/// every metric Sluice records.
 ///
 /// Not a plugin: there is one per process, configured by the top-level `admin:` key.
 /// `sluice serve` bootstraps swift-metrics with ``AdminService/bootstrapMetrics()``
-/// and runs this service beside the ``Supervisor``.
+/// and runs this service beside the ``Supervisor``, ahead of it in the service group so
+/// that it stops only after the listeners drained: a load balancer sees `draining` and
+/// stops sending, and an operator can watch the in-flight uploads finish on `/metrics`.
 public struct AdminService: Service {
     public let listen: ListenAddress
+    /// Whether the server is draining (``ServingState``), for `/healthz`.
+    public let state: ServingState
     /// HTTPS, if set (the `admin.tls` key, read when the config was decoded).
     public let tls: TLSConfiguration?
     public let registry: PrometheusCollectorRegistry
@@ -32,12 +38,14 @@ public struct AdminService: Service {
     public init(
         listen: ListenAddress,
         tls: TLSConfiguration? = nil,
+        state: ServingState = ServingState(),
         registry: PrometheusCollectorRegistry,
         logger: Logger,
         onAnnounce: @escaping @Sendable (ListenerAnnouncement) -> Void = { _ in }
     ) {
         self.listen = listen
         self.tls = tls
+        self.state = state
         self.registry = registry
         self.logger = logger
         self.onAnnounce = onAnnounce
@@ -62,7 +70,15 @@ public struct AdminService: Service {
 
     public func run() async throws {
         let router = Router()
-        router.get("/healthz") { _, _ in "ok\n" }
+        let state = self.state
+        router.get("/healthz") { _, _ -> Response in
+            let draining = state.isDraining
+            return Response(
+                status: draining ? .serviceUnavailable : .ok,
+                headers: [.contentType: "text/plain; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: draining ? "draining\n" : "ok\n"))
+            )
+        }
         let registry = self.registry
         router.get("/metrics") { _, _ -> Response in
             var buffer: [UInt8] = []
@@ -92,4 +108,18 @@ public struct AdminService: Service {
         )
         try await app.run()
     }
+}
+
+/// Whether the server still takes new uploads: shared by the ``Supervisor``, which marks
+/// it draining when a graceful shutdown starts, and the ``AdminService``, whose `/healthz`
+/// reports it.
+public final class ServingState: Sendable {
+    private let draining = Atomic<Bool>(false)
+
+    public init() {}
+
+    /// Set once a graceful shutdown started: listeners stop accepting, in-flight uploads drain.
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
+
+    public func markDraining() { draining.store(true, ordering: .relaxed) }
 }

@@ -17,6 +17,8 @@ public struct Supervisor: Service {
     public let registry: PluginRegistry
     public let logger: Logger
     public let onAnnounce: @Sendable (ListenerAnnouncement) -> Void
+    /// Marked draining when a graceful shutdown starts (the admin listener's `/healthz` reads it).
+    public let state: ServingState
     private let initial: LoadedConfig
 
     public init(
@@ -24,9 +26,11 @@ public struct Supervisor: Service {
         configPath: String?,
         registry: PluginRegistry,
         logger: Logger,
+        state: ServingState = ServingState(),
         onAnnounce: @escaping @Sendable (ListenerAnnouncement) -> Void
     ) {
         self.initial = initial
+        self.state = state
         self.configPath = configPath
         self.registry = registry
         self.logger = logger
@@ -78,8 +82,9 @@ public struct Supervisor: Service {
                     logger.notice("SIGHUP: reloaded \(path)")
                 }
             }
-        } onGracefulShutdown: {
-            // Handled below: the loop above ends, then the current generation drains.
+        } onGracefulShutdown: { [state] in
+            // The loop above ends, then the current generation drains (below).
+            state.markDraining()
         }
         await current.shutdown()
     }

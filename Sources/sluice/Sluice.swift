@@ -82,17 +82,24 @@ struct Serve: AsyncParsableCommand {
             // Written straight to fd 1 so a pipe reader sees it at once.
             FileHandle.standardOutput.write(Data("sluice: listening: \(announcement)\n".utf8))
         }
+        let state = ServingState()
         let supervisor = Supervisor(
             initial: loaded,
             configPath: config,
             registry: .builtin,
             logger: logger,
+            state: state,
             onAnnounce: announce
         )
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: supervisor)]
+        // A group shuts its services down one at a time, the last first: the listeners
+        // drain while the admin listener still answers (`/healthz` then says draining).
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let admin = loaded.config.admin {
-            services.append(.init(service: AdminService(listen: admin.listen, tls: admin.tlsConfiguration, registry: metrics, logger: logger, onAnnounce: announce)))
+            services.append(.init(service: AdminService(
+                listen: admin.listen, tls: admin.tlsConfiguration, state: state, registry: metrics, logger: logger, onAnnounce: announce
+            )))
         }
+        services.append(.init(service: supervisor))
         FileHandle.standardOutput.write(Data("sluice: config \(config ?? DefaultConfig.fileName)\n".utf8))
         let group = ServiceGroup(
             configuration: .init(

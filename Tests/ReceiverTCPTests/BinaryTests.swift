@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import SluiceCore
 import SluiceTestKit
 import Testing
@@ -138,6 +139,82 @@ struct BinaryTests {
         #expect(server.terminationStatus == 0, "stderr: \(dir.text("server.err"))")
         #expect(dir.temporaries(root: "data").isEmpty)
         #expect(dir.files(in: "data") == [r.location])
+    }
+
+    @Test("on SIGTERM the admin listener answers 503 draining while an upload in flight finishes, then the server exits 0",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl"))
+    func healthDuringDrain() async throws {
+        let executable = try #require(Self.executable, "build the sluice executable first (swift build)")
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let port = try freePort(), adminPort = try freePort()
+        let config = dir.path + "/sluice.yaml"
+        try """
+        listeners:
+          tcp:
+            type: tcp
+            listen: 127.0.0.1:\(port)
+            pipeline: files
+            prebuffer: 0
+        pipelines:
+          files:
+            sink: { type: disk, root: \(dir.path)/data, name: "{name}.bin", memory_buffer: 0 }
+        admin:
+          listen: 127.0.0.1:\(adminPort)
+        shutdown:
+          drain_timeout: 20s
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let server = try await startSluice(executable, config: config, in: dir, log: "server")
+        defer { if server.isRunning { server.terminate() } }
+        func health() async throws -> String {
+            try await runCommand(["/usr/bin/curl", "-s", "--max-time", "5", "-w", " %{http_code}", "http://127.0.0.1:\(adminPort)/healthz"])
+        }
+        #expect(try await health() == "ok\n 200")
+
+        // An upload in flight: half its bytes sent, the rest held back until the server drains.
+        let head = pseudoRandomBytes(count: 300_000, seed: 7), tail = pseudoRandomBytes(count: 300_000, seed: 8)
+        let inFlight = try await Client.connect(port)
+        let (tails, tailSource) = AsyncStream<Void>.makeStream()
+        let upload = Task {
+            try await inFlight.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(bytes: head))
+                for await _ in tails { break }
+                try await outbound.write(ByteBuffer(bytes: tail))
+                outbound.finish()
+                return try await Client.readAll(inbound)
+            }
+        }
+        // Under way once bytes moved into its file (an anonymous one, in the server's process):
+        // the spliced-bytes counter moves as they do.
+        func received() async throws -> Bool {
+            let metrics = try await runCommand(["/usr/bin/curl", "-s", "--max-time", "5", "http://127.0.0.1:\(adminPort)/metrics"])
+            return metrics.split(separator: "\n").contains { $0.hasPrefix("sluice_bytes_spliced_total ") && !$0.hasSuffix(" 0") }
+        }
+        let started = ContinuousClock.now + .seconds(10)
+        while try await !received(), ContinuousClock.now < started { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(try await received(), "the upload did not start")
+
+        kill(server.processIdentifier, SIGTERM)
+        var answer = ""
+        let draining = ContinuousClock.now + .seconds(10)
+        repeat {
+            try await Task.sleep(for: .milliseconds(50))
+            answer = try await health()
+        } while answer != "draining\n 503" && ContinuousClock.now < draining
+        #expect(answer == "draining\n 503")
+        let metrics = try await runCommand(["/usr/bin/curl", "-s", "--max-time", "5", "http://127.0.0.1:\(adminPort)/metrics"])
+        #expect(metrics.contains("sluice_"), "/metrics during the drain: \(metrics.prefix(200))")
+        #expect(server.isRunning)
+
+        tailSource.yield()
+        let stored = try receipt(try await upload.value)
+        #expect(stored.bytesStored == 600_000)
+        let exited = ContinuousClock.now + .seconds(15)
+        while server.isRunning, ContinuousClock.now < exited { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!server.isRunning)
+        #expect(server.terminationStatus == 0, "stderr: \(dir.text("server.err"))")
+        #expect(dir.contents("data/" + stored.location) == head + tail)
+        #expect(dir.temporaries(root: "data").isEmpty)
     }
 
     /// R-K2/R-K5: `kill -9` in the middle of a burst of line senders into `rotate`; after a
@@ -308,6 +385,13 @@ private func freePort() throws -> Int {
     }
     guard named == 0 else { throw SluiceError(.internal, "getsockname failed") }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Runs a command without input; returns its stdout.
+private func runCommand(_ command: [String]) async throws -> String {
+    let input = NSTemporaryDirectory() + "sluice-empty-stdin"
+    _ = FileManager.default.createFile(atPath: input, contents: nil)
+    return try await run(command, stdin: input).1
 }
 
 /// Runs a command with stdin from a file; returns its exit status and stdout.

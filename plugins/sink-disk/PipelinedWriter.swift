@@ -197,8 +197,8 @@ struct Reservation: Sendable {
         return (end, newEnd - end)
     }
 
-    /// Blocking: allocates `stretch` of `fd`, if any; a failure only ends reserving
-    /// (the writes report a full disk themselves).
+    /// Blocking: allocates `stretch` of `fd`, if any. A failure is ignored: the writes
+    /// allocate as they go and report a full disk themselves.
     static func apply(_ stretch: (offset: Int64, length: Int64)?, to fd: Int32) {
         guard let stretch else { return }
         _ = SystemCalls.reserve(fd, at: stretch.offset, length: stretch.length)

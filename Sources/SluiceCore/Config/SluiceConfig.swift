@@ -31,7 +31,7 @@ public struct SluiceConfig: Decodable, Sendable {
     public static let keys: [ConfigKey] = [
         ConfigKey("listeners", "map of name → listener", default: "{}", "Receivers, each with a `type:` (see Receivers)."),
         ConfigKey("pipelines", "map of name → pipeline", default: "{}", "Each pipeline has `stages:` (a list, default empty) and one `sink:`."),
-        ConfigKey("admin", "mapping", default: "none", "Admin HTTP listener serving /healthz and /metrics: `listen` (address), optional `tls` (as on a listener: `certificate`, `private_key`, `client_ca`, `min_version`; read once at start, not on reload)."),
+        ConfigKey("admin", "mapping", default: "none", "Admin HTTP listener serving /healthz (200 ok; 503 draining once a shutdown started, until the listeners drained) and /metrics: `listen` (address), optional `tls` (as on a listener: `certificate`, `private_key`, `client_ca`, `min_version`; read once at start, not on reload)."),
         ConfigKey("shutdown.drain_timeout", "duration", default: "\(ShutdownConfiguration.defaultDrainTimeout)", "How long SIGTERM/SIGINT waits for in-flight uploads before aborting them."),
         ConfigKey("log_level", "string", default: "info", "Minimum log level: trace, debug, info, notice, warning, error, critical."),
     ]
