@@ -145,6 +145,52 @@ struct HTTPTLSTests {
         }
     }
 
+    @Test("shutdown closes an idle HTTPS keep-alive connection without waiting out the client's silence (close_timeout)",
+          .enabled(if: openssl, "needs openssl"))
+    func closeTimeout() async throws {
+        try await TestCertificates.withTemporary { certs, directory in
+            let yaml = """
+                listeners:
+                  web:
+                    type: http
+                    listen: 127.0.0.1:0
+                    routes: { /upload: { pipeline: p } }
+                    tls: { certificate: \(certs.serverCertificate), private_key: \(certs.serverKey), close_timeout: 200ms }
+                pipelines:
+                  p: { sink: { type: disk, root: \(directory.path("root")) } }
+                """
+            let config = try LoadedConfig.parse(yaml, file: "tls.yaml", registry: .builtin)
+            let generation = try await ServerGeneration.start(config, logger: quietLogger, drainTimeout: .seconds(20))
+            let port = try #require(generation.port(of: "web"))
+            // A client that uploads once on a keep-alive connection, then holds it without a word
+            // (it never answers the server's close_notify).
+            let script = """
+                import socket, ssl, sys, time
+                ctx = ssl.create_default_context(cafile="\(certs.caCertificate)")
+                s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", \(port))), server_hostname="localhost")
+                s.sendall(b"PUT /upload/idle.txt HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 5\\r\\n\\r\\nhello")
+                print(s.recv(4096).split(b"\\r\\n")[0].decode(), flush=True)
+                time.sleep(30)
+                """
+            let client = Process()
+            client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            client.arguments = ["python3", "-c", script]
+            let output = Pipe()
+            client.standardOutput = output
+            try client.run()
+            defer { client.terminate() }
+            let status = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+            #expect(status.hasPrefix("HTTP/1.1 201"), "\(status)")
+
+            // swift-nio-ssl's own default waits 5 s for the client's close_notify.
+            let started = ContinuousClock.now
+            await generation.shutdown()
+            let took = ContinuousClock.now - started
+            #expect(took < .seconds(3), "shutdown took \(took)")
+            #expect(FileManager.default.contents(atPath: directory.path("root") + "/idle.txt") == Data("hello".utf8))
+        }
+    }
+
     @Test("bad tls files are config issues that name the key and the file", .enabled(if: openssl, "needs openssl"))
     func badFiles() async throws {
         try await TestCertificates.withTemporary { certs, directory in
@@ -196,6 +242,14 @@ struct HTTPTLSTests {
             } catch {
                 #expect("\(error)".contains("tls.yaml:9"), "\(error)")
                 #expect("\(error)".contains("expected 1.2 or 1.3"), "\(error)")
+            }
+            do {
+                _ = try LoadedConfig.parse(
+                    yaml.replacingOccurrences(of: "min_version: \"1.1\"", with: "close_timeout: soon"), file: "tls.yaml", registry: .builtin
+                )
+                Issue.record("close_timeout: soon was accepted")
+            } catch {
+                #expect("\(error)".contains("tls.yaml:9: listeners.web.tls.close_timeout"), "\(error)")
             }
         }
     }

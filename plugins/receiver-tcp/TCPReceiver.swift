@@ -78,7 +78,7 @@ public struct TCPReceiver: Receiver {
     }
 
     public func run() async throws {
-        let idleTimeout = TimeAmount.nanoseconds(Self.nanoseconds(configuration.idleTimeout.duration))
+        let idleTimeout = configuration.idleTimeout.timeAmount
         let prebuffer = Int(clamping: configuration.effectivePrebuffer.bytes)
         // A TLS socket carries ciphertext: its bytes must pass through the TLS handler.
         let splice = configuration.splice && configuration.framing == .stream && tls == nil
@@ -285,11 +285,6 @@ public struct TCPReceiver: Receiver {
 
     static func remote(_ channel: any Channel) -> String {
         channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
-    }
-
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let c = duration.components
-        return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
     }
 }
 

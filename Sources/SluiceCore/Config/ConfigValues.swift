@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// A size in bytes, written `64KiB`, `100MiB`, `1GiB`, `500MB`, `1.5GiB` or a plain integer.
 public struct ByteSize: Sendable, Hashable, Comparable, Decodable, CustomStringConvertible, ExpressibleByIntegerLiteral {
@@ -71,6 +72,12 @@ public struct ConfigDuration: Sendable, Hashable, Comparable, Decodable, CustomS
     public var seconds: Double {
         let c = duration.components
         return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+
+    /// The duration as NIO's `TimeAmount` (whole nanoseconds).
+    public var timeAmount: TimeAmount {
+        let c = duration.components
+        return .nanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
     }
 
     /// Parses `500ms`, `30s`, `1m30s`, `2h`, `1d`, `250us`; `nil` otherwise.

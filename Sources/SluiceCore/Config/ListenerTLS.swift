@@ -15,6 +15,11 @@ import NIOTLS
 ///   every client must present a certificate issued by one of them (mutual TLS);
 ///   a client without one fails the handshake and sends nothing.
 /// - `min_version` (`1.2` | `1.3`, default `1.2`): the oldest TLS version accepted.
+/// - `close_timeout` (duration, default `1s`): how long a connection the server closes
+///   (an idle keep-alive one at shutdown, one past its idle timeout) waits for the
+///   client's `close_notify` after sending its own; then the socket is closed anyway.
+///   swift-nio-ssl's default is 5 s, which held `sluice serve` 5 s past a SIGTERM
+///   whenever a client kept an idle HTTPS connection open (measured by hand).
 ///
 /// The files are read when the configuration is built, so `sluice validate` and a
 /// reload (SIGHUP) report a missing file, a file without PEM data or a key that does
@@ -48,23 +53,30 @@ public struct ListenerTLS: Decodable, Sendable {
     }
 
     public static let defaultMinVersion = Version.v1_2
+    public static let defaultCloseTimeout = ConfigDuration.seconds(1)
 
     /// The config reference's line for a listener's `tls` key.
     public static let configKey = ConfigKey(
         "tls", "mapping", default: "none (no TLS)",
-        "Serve TLS: `certificate` (PEM: the certificate, then intermediates), `private_key` (PEM, unencrypted), optional `client_ca` (PEM CA certificates: clients must present a certificate one of them issued) and `min_version` (1.2 or 1.3, default 1.2). Files are read at start and on reload. Bytes are never spliced on a TLS listener."
+        "Serve TLS: `certificate` (PEM: the certificate, then intermediates), `private_key` (PEM, unencrypted), optional `client_ca` (PEM CA certificates: clients must present a certificate one of them issued) `min_version` (1.2 or 1.3, default 1.2) and `close_timeout` (how long a connection the server closes waits for the client's close_notify, default 1s). Files are read at start and on reload. Bytes are never spliced on a TLS listener."
     )
 
     public var certificate: String
     public var privateKey: String
     public var clientCA: String?
     public var minVersion: Version
+    /// How long a closing connection waits for the client's `close_notify`.
+    public var closeTimeout: ConfigDuration
 
-    public init(certificate: String, privateKey: String, clientCA: String? = nil, minVersion: Version = Self.defaultMinVersion) {
+    public init(
+        certificate: String, privateKey: String, clientCA: String? = nil, minVersion: Version = Self.defaultMinVersion,
+        closeTimeout: ConfigDuration = Self.defaultCloseTimeout
+    ) {
         self.certificate = certificate
         self.privateKey = privateKey
         self.clientCA = clientCA
         self.minVersion = minVersion
+        self.closeTimeout = closeTimeout
     }
 
     enum CodingKeys: String, CodingKey {
@@ -72,6 +84,7 @@ public struct ListenerTLS: Decodable, Sendable {
         case privateKey = "private_key"
         case clientCA = "client_ca"
         case minVersion = "min_version"
+        case closeTimeout = "close_timeout"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -80,6 +93,8 @@ public struct ListenerTLS: Decodable, Sendable {
         privateKey = try c.decode(String.self, forKey: .privateKey)
         clientCA = try c.decodeIfPresent(String.self, forKey: .clientCA)
         minVersion = try c.decode(Version.self, forKey: .minVersion, default: Self.defaultMinVersion)
+        closeTimeout = try c.decode(ConfigDuration.self, forKey: .closeTimeout, default: Self.defaultCloseTimeout)
+        if closeTimeout.duration < .zero { throw decoder.configIssue("close_timeout", "must not be negative") }
         if certificate.isEmpty { throw decoder.configIssue("certificate", "must name a PEM file") }
         if privateKey.isEmpty { throw decoder.configIssue("private_key", "must name a PEM file") }
         if clientCA?.isEmpty == true { throw decoder.configIssue("client_ca", "must name a PEM file") }
@@ -112,6 +127,7 @@ public struct ListenerTLS: Decodable, Sendable {
             privateKey: .privateKey(key)
         )
         configuration.minimumTLSVersion = minVersion.nio
+        configuration.shutdownTimeout = closeTimeout.timeAmount
         configuration.applicationProtocols = applicationProtocols
         if let clientCA {
             let roots = try Self.certificates(clientCA, key: "client_ca", issue: issue)
