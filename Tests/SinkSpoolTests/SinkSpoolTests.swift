@@ -134,7 +134,9 @@ struct SinkSpoolTests {
             #expect(error.code.httpStatus == 507)
         }
         // Undeclared: refused while streaming, and cleaned up.
-        let undeclared = Upload(metadata: UploadMetadata(name: "c", listener: "t"), body: .bytes(Array(repeating: 3, count: 60_000), chunkSize: 8192))
+        let undeclared = Upload(
+            metadata: UploadMetadata(name: "c", listener: "t"), body: .bytes(Array(repeating: 3, count: 60_000), chunkSize: 8192).declaringLength(nil)
+        )
         await #expect(throws: SluiceError.self) { try await pipeline.process(undeclared) }
         #expect(dir.list("tmp").isEmpty)
         #expect(dir.list("new").count == 1)

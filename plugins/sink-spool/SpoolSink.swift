@@ -68,7 +68,9 @@ final class SpoolSink: PreparingSink {
     }
 
     func prepare(_ body: UploadBody, context: UploadContext) async throws -> any PreparedObject {
-        if let declared = context.metadata.declaredLength {
+        // The length of the bytes this sink gets, when known (a Content-Length through stages
+        // that keep the bytes): refused before a byte is read if it cannot fit.
+        if let declared = body.length {
             try await usage.check(adding: declared)
         }
         let tmpPath = tmp + "/\(getpid())-\(context.metadata.id.uuidString.lowercased())"
