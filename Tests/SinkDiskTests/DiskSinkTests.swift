@@ -463,6 +463,34 @@ struct DiskSinkTests {
         #expect(dir.contents("fits") == payload)
     }
 
+    @Test("a declared length is checked, not reserved: an upload that sent a little holds a little of the disk",
+          .enabled(if: getuid() == 0, "needs root to mount a small tmpfs"))
+    func declaredLengthNotReserved() async throws {
+        guard let dir = try Scratch.tmpfs(size: "4m") else { return }  // no permission to mount here
+        defer { dir.unmountAndRemove() }
+        let disk = try sink(dir.path)
+        try await disk.start()
+        func free() -> Int {
+            var info = statvfs()
+            return statvfs(dir.path, &info) == 0 ? Int(info.f_bfree) * Int(info.f_frsize) : 0
+        }
+        let before = free()
+        let payload = pseudoRandomBytes(count: 3_000_000, seed: 21)
+        let (gate, opener) = AsyncStream<Void>.makeStream()
+        let body = UploadBody(HeldBody(bytes: payload, heldAfter: 200_000, gate: gate)).declaringLength(Int64(payload.count))
+        let upload = Task { try await disk.store(body, context: context(name: "held")) }
+        // The first 200,000 bytes are in the file once the free space moved.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while free() > before - 150_000, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(100))
+        let held = before - free()
+        #expect(held >= 150_000 && held <= 1_100_000, "an upload 200,000 bytes into 3,000,000 holds \(held) bytes of the disk")
+        opener.yield()
+        opener.finish()
+        _ = try await upload.value
+        #expect(dir.contents("held") == payload)
+    }
+
     @Test("streamed files show what was written and keep no blocks reserved past it, declared or not, preallocate on or off")
     func preallocation() async throws {
         let dir = try Scratch()
@@ -506,11 +534,21 @@ struct DiskSinkTests {
         #expect(trimmed == Int64((1 << 20) + 4096))
         #expect(reservation.trim(written: 3 << 20) == nil)
 
-        var large = Reservation.growing(declared: 100 << 20)
-        #expect(large.stretch(before: 0, count: 100 << 20) == nil)  // declared: reserved when the file was made
-        let capped = large.stretch(before: 100 << 20, count: 1)
-        #expect(capped?.offset == 100 << 20)
-        #expect(capped?.length == 65 << 20)  // 64 MiB ahead at most, rounded up to whole MiB
+        var large = Reservation.growing()
+        #expect(large.stretch(before: 0, count: 100 << 20)?.length == 164 << 20)  // 64 MiB ahead at most
+        let next = large.stretch(before: 100 << 20, count: (64 << 20) + 1)
+        #expect(next?.offset == 164 << 20)
+        #expect(next?.length == 65 << 20)  // from 164 MiB + 1 byte: 64 MiB ahead, rounded up to whole MiB
+
+        // A declared length: never reserved past it, so nothing is left to trim.
+        let length: Int64 = (3 << 20) + 17
+        var declared = Reservation.growing(upTo: length)
+        #expect(declared.stretch(before: 0, count: 200_000)?.length == 1 << 20)  // not all at once
+        #expect(declared.stretch(before: 1 << 20, count: 4096)?.length == 2 << 20)
+        let last = declared.stretch(before: 3 << 20, count: 17)
+        #expect(last?.offset == 3 << 20)
+        #expect(last?.length == 17)
+        #expect(declared.trim(written: length) == nil)
 
         var off = Reservation.off
         #expect(off.stretch(before: 10 << 20, count: 1 << 20) == nil)
@@ -629,6 +667,30 @@ struct WatchedBody: AsyncSequence, Sendable {
             let n = Swift.min(remaining, 65_536)
             remaining -= n
             return ByteBuffer(repeating: 0, count: n)
+        }
+    }
+}
+
+/// `bytes` in 64 KiB chunks, waiting on `gate` once `heldAfter` bytes went out (a client that pauses).
+struct HeldBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let bytes: [UInt8]
+    let heldAfter: Int
+    let gate: AsyncStream<Void>
+    func makeAsyncIterator() -> Iterator { Iterator(body: self) }
+    struct Iterator: AsyncIteratorProtocol {
+        let body: HeldBody
+        var offset = 0
+        var waited = false
+        mutating func next() async throws -> ByteBuffer? {
+            if offset >= body.heldAfter, !waited {
+                waited = true
+                for await _ in body.gate { break }
+            }
+            guard offset < body.bytes.count else { return nil }
+            let end = Swift.min(offset + 65_536, offset < body.heldAfter ? body.heldAfter : body.bytes.count)
+            defer { offset = end }
+            return ByteBuffer(bytes: body.bytes[offset..<end])
         }
     }
 }

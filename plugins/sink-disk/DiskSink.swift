@@ -138,15 +138,15 @@ public struct DiskSink: PreparingSink {
         // kernel (a spliced socket) goes from its pipe into the file without being read.
         var pieces = body.makePieceIterator()
         let memoryBuffer = configuration.memoryBuffer.bytes
-        // Blocks for a body of known length are allocated with its file (see `Reservation`).
-        let reserving = configuration.preallocate ? body.length.flatMap { $0 > Reservation.threshold ? $0 : nil } : nil
+        // A body of known length is checked against the free space when its file is made.
+        let declared = body.length
         if let declared = body.length ?? context.metadata.declaredLength, declared > memoryBuffer {
             // Known to be larger (an HTTP Content-Length): no point gathering the start.
-            return try await writeStreaming(ByteBuffer(), ByteBuffer(), &pieces, name: name, context: context, commit: commitSmall, reserving: reserving)
+            return try await writeStreaming(ByteBuffer(), ByteBuffer(), &pieces, name: name, context: context, commit: commitSmall, length: declared)
         }
         let (gathered, overflow) = try await Self.gather(&pieces, limit: Int(clamping: memoryBuffer))
         if let overflow {
-            return try await writeStreaming(gathered, overflow, &pieces, name: name, context: context, commit: commitSmall, reserving: reserving)
+            return try await writeStreaming(gathered, overflow, &pieces, name: name, context: context, commit: commitSmall, length: declared)
         }
         return try await writeGathered(gathered, name: name, context: context, commitSmall: commitSmall)
     }
@@ -206,14 +206,14 @@ public struct DiskSink: PreparingSink {
     @inline(never)
     private func writeStreaming(
         _ gathered: ByteBuffer, _ overflow: ByteBuffer, _ pieces: inout any BodyPieceIterator, name: String?, context: UploadContext,
-        commit: Bool, reserving: Int64?
+        commit: Bool, length: Int64?
     ) async throws -> Written {
         // A two-step commit (prepare, then commit) needs a name between the steps.
         let temp = try await TempFile.create(
-            in: tempDirectory, mode: configuration.fileMode, anonymous: commit && anonymous.supported, reserving: reserving
+            in: tempDirectory, mode: configuration.fileMode, anonymous: commit && anonymous.supported, length: length
         )
         var writer = PipelinedWriter(
-            temp: temp, inline: inlineWrites, reservation: configuration.preallocate ? .growing(declared: reserving ?? 0) : .off
+            temp: temp, inline: inlineWrites, reservation: configuration.preallocate ? .growing(upTo: length) : .off
         )
         var open = true
         do {
@@ -305,24 +305,21 @@ struct TempFile: Sendable {
     /// A path to the open file's inode, for `linkat(2)` (an anonymous file has no other).
     var descriptorPath: String { "/proc/self/fd/\(fd)" }
 
-    /// Creates and opens a temporary file; with `reserving`, allocates that many bytes of
-    /// blocks for it at once (see ``Reservation``), and refuses the upload with
-    /// `insufficientStorage` if the file system has not got them.
-    static func create(in directory: String, mode: UInt32?, anonymous: Bool = false, reserving: Int64? = nil) async throws -> TempFile {
+    /// Creates and opens a temporary file for an upload of `length` bytes, if known: one
+    /// the file system has not got the free space for is refused with
+    /// `insufficientStorage` before its body is read. (Checked, not reserved: a client
+    /// declaring a large length and then sending slowly must not hold the space.)
+    static func create(in directory: String, mode: UInt32?, anonymous: Bool = false, length: Int64? = nil) async throws -> TempFile {
         let named = unopened(in: directory, anonymous: anonymous)
         try acquireDescriptor()
         if !anonymous { InFlightTemporaries.insert(named.path) }
         do {
             let fd = try await FileSystemCalls.run {
                 let fd = try openNew(named, mode: mode)
-                if let reserving {
-                    let code = SystemCalls.reserve(fd, at: 0, length: reserving)
-                    if code == ENOSPC || code == EDQUOT {
-                        FileSystemCalls.closeQuietly(fd)
-                        if !named.isAnonymous { unlink(named.path) }
-                        throw SluiceError(.insufficientStorage, "cannot reserve \(ByteSize(reserving)) for the upload: \(FileSystemCalls.message(code))")
-                    }
-                    // Other failures (a file system that cannot allocate ahead) change nothing: the writes allocate.
+                if let length, let free = SystemCalls.freeSpace(fd), free < length {
+                    FileSystemCalls.closeQuietly(fd)
+                    if !named.isAnonymous { unlink(named.path) }
+                    throw SluiceError(.insufficientStorage, "the upload is \(ByteSize(length)) but the disk has \(ByteSize(free)) free")
                 }
                 return fd
             }

@@ -32,12 +32,14 @@ import SluiceCore
 ///   minute while writes stay slow. `0s`: always
 ///   on the disk threads — for file systems that can hang, such as NFS.
 /// - `preallocate` (bool, default `true`): allocate a streamed file's blocks ahead of its
-///   writes with `fallocate(2)` (the size it shows stays what was written): a declared
-///   size (an HTTP `Content-Length`) at once — an upload the disk cannot hold is refused
-///   with `insufficient_storage` (HTTP 507) before its body is read — otherwise in growing
-///   steps once the file passes 128 KiB, released at the end when unused. Less kernel
-///   work per byte written on ext4 and XFS; file systems that cannot are left to allocate
-///   as they write.
+///   writes with `fallocate(2)` (the size it shows stays what was written), in growing
+///   steps once the file passes 128 KiB, never past a declared size (an HTTP
+///   `Content-Length`), the unused part released at the end. Less kernel work per byte
+///   written on ext4 and XFS; file systems that cannot are left to allocate as they write.
+///
+/// An upload that declares a size larger than the file system's free space is refused
+/// with `insufficient_storage` (HTTP 507) before its body is read (checked, not reserved:
+/// a client that declares much and sends slowly holds no space it did not fill).
 ///
 /// ```yaml
 /// sink:
@@ -65,7 +67,7 @@ public enum DiskSinkPlugin: SinkPlugin {
         ConfigKey("memory_buffer", "size", default: "\(Configuration.defaultMemoryBuffer)",
                   "Uploads are gathered in memory up to this size: one that ends within it is written with a single create-write-close and holds no file descriptor while it arrives; larger ones stream into a temporary file (from the first byte when they declare a larger size, as an HTTP Content-Length does). 0 opens the file at the first byte."),
         ConfigKey("preallocate", "bool", default: "\(Configuration.defaultPreallocate)",
-                  "Allocate a streamed file's blocks ahead of its writes (fallocate; the size shown stays what was written): a declared size (HTTP Content-Length) at once, so an upload the disk cannot hold gets 507 before its body is read; otherwise in growing steps past 128KiB, the unused part released at the end."),
+                  "Allocate a streamed file's blocks ahead of its writes (fallocate; the size shown stays what was written), in growing steps once it passes 128KiB, never past a declared size (HTTP Content-Length); the unused part is released at the end. (A declared size larger than the free space is refused with 507 before the body is read, either way.)"),
     ]
 
     /// What to do when the rendered name already exists.

@@ -169,22 +169,28 @@ struct PipelinedWriter {
 /// ``minimumStep``. What the upload did not use is released when it ends (``trim``).
 /// The size the file shows is always what was written (`FALLOC_FL_KEEP_SIZE`).
 ///
+/// A body of known length is never reserved past its end (and so needs no trim), and
+/// not all at once either: space is allocated as the bytes arrive, so a client that
+/// declares a large length and then sends slowly holds no more than twice what it sent.
+/// (Whether the declared length fits is checked when the file is made,
+/// ``TempFile/create(in:mode:anonymous:length:)``.)
+///
 /// A reservation that fails (a full disk, a file system that cannot) is not an error:
-/// the writes go on as without it, and report a full disk themselves. A reservation of
-/// a declared length (``TempFile/create(in:mode:anonymous:reserving:)``) is made when the
-/// file is created and does fail the upload: the space is not there.
+/// the writes go on as without it, and report a full disk themselves.
 struct Reservation: Sendable {
     /// The end of the allocated stretch (`[0, end)`); `-1` when reserving is off.
     private(set) var end: Int64
+    /// The body's declared length: nothing is reserved past it.
+    private(set) var limit: Int64?
 
     static let threshold: Int64 = 128 * 1024
     static let minimumStep: Int64 = 1024 * 1024
     static let maximumStep: Int64 = 64 * 1024 * 1024
 
     /// No reservations.
-    static let off = Reservation(end: -1)
-    /// Reservations from the first write past ``threshold``; `declared` bytes are already allocated.
-    static func growing(declared: Int64 = 0) -> Reservation { Reservation(end: declared) }
+    static let off = Reservation(end: -1, limit: nil)
+    /// Reservations from the first write past ``threshold``, never past `limit` (a declared length).
+    static func growing(upTo limit: Int64? = nil) -> Reservation { Reservation(end: 0, limit: limit) }
 
     /// What to allocate before writing `count` bytes at `offset` (`nil`: nothing);
     /// records it as allocated.
@@ -192,7 +198,8 @@ struct Reservation: Sendable {
         let target = offset + Int64(count)
         guard end >= 0, target > end, target > Self.threshold else { return nil }
         let wanted = target <= Self.minimumStep ? Self.minimumStep : min(2 * target, target + Self.maximumStep)
-        let newEnd = (wanted + Self.minimumStep - 1) / Self.minimumStep * Self.minimumStep
+        var newEnd = (wanted + Self.minimumStep - 1) / Self.minimumStep * Self.minimumStep
+        if let limit { newEnd = min(newEnd, max(limit, target)) }
         defer { end = newEnd }
         return (end, newEnd - end)
     }

@@ -132,6 +132,17 @@ public enum SystemCalls {
         _ = close(fd)
     }
 
+    /// The bytes the file system holding `fd` has free for this process (`fstatvfs(2)`:
+    /// the blocks available to unprivileged users, or all free blocks for root), or `nil`
+    /// when it cannot tell.
+    public static func freeSpace(_ fd: CInt) -> Int64? {
+        var info = statvfs()
+        guard fstatvfs(fd, &info) == 0 else { return nil }
+        let blocks = geteuid() == 0 ? info.f_bfree : info.f_bavail
+        let (bytes, overflow) = Int64(clamping: blocks).multipliedReportingOverflow(by: Int64(clamping: info.f_frsize))
+        return overflow ? .max : bytes
+    }
+
     /// Allocates the blocks of `length` bytes at `offset` without changing the file's
     /// size (`fallocate(2)` with `FALLOC_FL_KEEP_SIZE`), so that later writes there find
     /// their blocks instead of reserving them page by page.
