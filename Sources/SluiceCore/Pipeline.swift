@@ -25,7 +25,7 @@ public struct Pipeline: Sendable {
     public let stages: [(name: String, stage: any Stage)]
     public let sink: any Sink
     public let logger: Logger
-    private let metrics: PipelineMetrics
+    fileprivate let metrics: PipelineMetrics
 
     public init(name: String, stages: [(String, any Stage)], sink: any Sink, logger: Logger = Logger(label: "sluice")) {
         self.name = name
@@ -99,7 +99,7 @@ public struct Pipeline: Sendable {
             id: metadata.id.uuidString.lowercased()
         )
         let elapsed = ContinuousClock.now - run.started
-        metrics.record(outcome: "stored", received: receipt.bytesReceived, stored: receipt.bytesStored, elapsed: elapsed, meter: run.meter)
+        metrics.record(outcome: "stored", stored: receipt.bytesStored, elapsed: elapsed, meter: run.meter)
         // Metadata passed with the call is built only when the line is logged.
         logger.info("upload stored", metadata: {
             var line = UploadContext.logMetadata(metadata)
@@ -119,7 +119,7 @@ public struct Pipeline: Sendable {
         let failure = SluiceError.from(error)
         let context = run.context
         let elapsed = ContinuousClock.now - run.started
-        metrics.record(outcome: failure.code.rawValue, received: context.bytesReceived, stored: 0, elapsed: elapsed, meter: run.meter)
+        metrics.record(outcome: failure.code.rawValue, stored: 0, elapsed: elapsed, meter: run.meter)
         var line = UploadContext.logMetadata(run.metadata)
         line["bytes"] = "\(context.bytesReceived)"
         line["code"] = "\(failure.code.rawValue)"
@@ -205,7 +205,7 @@ final class UploadRun: Sendable {
     init(_ metadata: UploadMetadata, pipeline: Pipeline) {
         self.metadata = metadata
         self.context = UploadContext(metadata: metadata, pipeline: pipeline.name, logger: pipeline.logger)
-        self.meter = StageMeter(count: pipeline.stages.count + 1)
+        self.meter = StageMeter(count: pipeline.stages.count + 1, received: pipeline.metrics.bytesReceived)
     }
 }
 
@@ -215,9 +215,19 @@ final class StageMeter: Sendable {
         var nanos: [Int64]
     }
     private let totals: Mutex<Totals>
+    /// The pipeline's `sluice_bytes_received_total`, counted as the client's bytes arrive
+    /// (at the end of each upload, a long one would show as one late spike in a rate).
+    let receivedCounter: Counter?
 
-    init(count: Int) {
+    init(count: Int, received: Counter? = nil) {
         totals = Mutex(Totals(bytes: Array(repeating: 0, count: count), nanos: Array(repeating: 0, count: count)))
+        receivedCounter = received
+    }
+
+    /// Counts `bytes` of the client's body as received, for the upload and the pipeline's metric.
+    func received(_ bytes: Int, by context: UploadContext) {
+        context.addReceived(bytes)
+        receivedCounter?.increment(by: bytes)
     }
 
     /// `body` with its chunks metered at `index`, and counted as received by `counting`.
@@ -265,7 +275,7 @@ private struct MeteredBody: AsyncSequence, Sendable {
             let d = (ContinuousClock.now - start).components
             let bytes = chunk?.readableBytes ?? 0
             meter.add(index: index, bytes: bytes, nanos: d.seconds * 1_000_000_000 + d.attoseconds / 1_000_000_000)
-            if let received, bytes > 0 { received.addReceived(bytes) }
+            if let received, bytes > 0 { meter.received(bytes, by: received) }
             return chunk
         }
     }
@@ -284,7 +294,7 @@ private struct MeteredPieces: BodyPieceIterator {
         let d = (ContinuousClock.now - start).components
         let bytes = piece?.count ?? 0
         meter.add(index: index, bytes: bytes, nanos: d.seconds * 1_000_000_000 + d.attoseconds / 1_000_000_000)
-        if let received, bytes > 0 { received.addReceived(bytes) }
+        if let received, bytes > 0 { meter.received(bytes, by: received) }
         return piece
     }
 }
@@ -313,7 +323,7 @@ final class PipelineMetrics: Sendable {
         stageSeconds = stageNames.enumerated().map { i, s in FloatingPointCounter(label: "sluice_stage_seconds_total", dimensions: p + [("stage", "\(i):\(s)")]) }
     }
 
-    func record(outcome: String, received: Int64, stored: Int64, elapsed: Duration, meter: StageMeter) {
+    func record(outcome: String, stored: Int64, elapsed: Duration, meter: StageMeter) {
         let counter = outcomes.withLock { map in
             if let c = map[outcome] { return c }
             let c = Counter(label: "sluice_uploads_total", dimensions: [("pipeline", pipeline), ("outcome", outcome)])
@@ -321,7 +331,7 @@ final class PipelineMetrics: Sendable {
             return c
         }
         counter.increment()
-        bytesReceived.increment(by: received)
+        // Bytes received were counted as they arrived (StageMeter.received).
         bytesStored.increment(by: stored)
         duration.recordInterval(elapsed)
         let snapshot = meter.snapshot

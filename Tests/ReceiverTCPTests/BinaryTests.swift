@@ -184,11 +184,11 @@ struct BinaryTests {
                 return try await Client.readAll(inbound)
             }
         }
-        // Under way once bytes moved into its file (an anonymous one, in the server's process):
-        // the spliced-bytes counter moves as they do.
+        // Under way once the server received the first half (bytes received are counted as they
+        // arrive; its temporary file is anonymous, in the server's process).
         func received() async throws -> Bool {
             let metrics = try await runCommand(["/usr/bin/curl", "-s", "--max-time", "5", "http://127.0.0.1:\(adminPort)/metrics"])
-            return metrics.split(separator: "\n").contains { $0.hasPrefix("sluice_bytes_spliced_total ") && !$0.hasSuffix(" 0") }
+            return metrics.split(separator: "\n").contains { $0.hasPrefix("sluice_bytes_received_total{") && $0.hasSuffix(" 300000") }
         }
         let started = ContinuousClock.now + .seconds(10)
         while try await !received(), ContinuousClock.now < started { try await Task.sleep(for: .milliseconds(50)) }
