@@ -118,6 +118,32 @@ struct HTTPSpliceTests {
         await server.stop()
     }
 
+    @Test("200 small PUTs pipelined in one write: 200 answers in order, every body stored")
+    func manyPipelined() async throws {
+        // The receiver reads the next request as soon as one ends (one request ahead): this
+        // must neither stall a pipelining client nor reorder its answers.
+        let server = try await DiskServer.start()
+        let script = """
+        import socket
+        s = socket.create_connection(("127.0.0.1", \(server.port)), timeout=10)
+        requests = b"".join(b"PUT /upload/p%03d HTTP/1.1\\r\\nHost: t\\r\\nContent-Length: 4\\r\\n\\r\\n%04d" % (i, i) for i in range(200))
+        s.sendall(requests)
+        data = b""
+        while data.count(b"HTTP/1.1 201") < 200:
+            chunk = s.recv(65536)
+            if not chunk: break
+            data += chunk
+        names = [part.split(b'"name":"')[1].split(b'"')[0].decode() for part in data.split(b"HTTP/1.1 201")[1:]]
+        print(" ".join(names))
+        """
+        let result = try await run(["python3", "-c", script])
+        let names = result.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        #expect(names == (0..<200).map { String(format: "p%03d", $0) }, "\(result.stdout.prefix(300)) \(result.stderr)")
+        #expect(server.files.count == 200)
+        #expect(server.stored("p123") == Array("0123".utf8))
+        await server.stop()
+    }
+
     @Test("a client that half-closes after its body (NIO then reads up to the FIN at once) is stored and answered")
     func halfCloseAfterBody() async throws {
         let server = try await DiskServer.start()
