@@ -173,17 +173,7 @@ struct BinaryTests {
 
         // An upload in flight: half its bytes sent, the rest held back until the server drains.
         let head = pseudoRandomBytes(count: 300_000, seed: 7), tail = pseudoRandomBytes(count: 300_000, seed: 8)
-        let inFlight = try await Client.connect(port)
-        let (tails, tailSource) = AsyncStream<Void>.makeStream()
-        let upload = Task {
-            try await inFlight.executeThenClose { inbound, outbound in
-                try await outbound.write(ByteBuffer(bytes: head))
-                for await _ in tails { break }
-                try await outbound.write(ByteBuffer(bytes: tail))
-                outbound.finish()
-                return try await Client.readAll(inbound)
-            }
-        }
+        let upload = try await Client.heldUpload(port, head: head, tail: tail)
         // Under way once the server received the first half (bytes received are counted as they
         // arrive; its temporary file is anonymous, in the server's process).
         func received() async throws -> Bool {
@@ -206,8 +196,7 @@ struct BinaryTests {
         #expect(metrics.contains("sluice_"), "/metrics during the drain: \(metrics.prefix(200))")
         #expect(server.isRunning)
 
-        tailSource.yield()
-        let stored = try receipt(try await upload.value)
+        let stored = try receipt(try await upload.finish())
         #expect(stored.bytesStored == 600_000)
         let exited = ContinuousClock.now + .seconds(15)
         while server.isRunning, ContinuousClock.now < exited { try await Task.sleep(for: .milliseconds(50)) }

@@ -41,17 +41,7 @@ struct ShutdownTests {
 
         // An upload in flight on `second`: half its bytes sent, the rest held back.
         let head = Array(repeating: UInt8(ascii: "a"), count: 100_000), tail = Array(repeating: UInt8(ascii: "b"), count: 100_000)
-        let inFlight = try await Client.connect(second)
-        let (tails, tailSource) = AsyncStream<Void>.makeStream()
-        let upload = Task {
-            try await inFlight.executeThenClose { inbound, outbound in
-                try await outbound.write(ByteBuffer(bytes: head))
-                for await _ in tails { break }
-                try await outbound.write(ByteBuffer(bytes: tail))
-                outbound.finish()
-                return try await Client.readAll(inbound)
-            }
-        }
+        let upload = try await Client.heldUpload(second, head: head, tail: tail)
         // The upload has started once its temporary file exists.
         let started = ContinuousClock.now + .seconds(10)
         while scratch.temporaries(root: "root").isEmpty, ContinuousClock.now < started { try await Task.sleep(for: .milliseconds(20)) }
@@ -70,8 +60,7 @@ struct ShutdownTests {
         #expect(!scratch.files(in: "root").contains { (scratch.contents("root/" + $0) ?? []) == Array("late\n".utf8) })
 
         // The upload in flight finishes and is committed.
-        tailSource.yield()
-        let line = try await upload.value
+        let line = try await upload.finish()
         let stored = try receipt(line)
         #expect(stored.bytesStored == 200_000)
         await stopping.value

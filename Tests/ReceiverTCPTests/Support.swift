@@ -238,6 +238,23 @@ enum Client {
             }
     }
 
+    /// Starts an upload that sends `head` at once and holds `tail` back until
+    /// ``HeldUpload/finish()``, which sends it, half-closes and returns the server's answer.
+    static func heldUpload(_ port: Int, head: [UInt8], tail: [UInt8]) async throws -> HeldUpload {
+        let channel = try await connect(port)
+        let (release, releaser) = AsyncStream<Void>.makeStream()
+        let task = Task {
+            try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(bytes: head))
+                for await _ in release { break }
+                try await outbound.write(ByteBuffer(bytes: tail))
+                outbound.finish()
+                return try await readAll(inbound)
+            }
+        }
+        return HeldUpload(task: task, releaser: releaser)
+    }
+
     /// Sends `text`, then stays silent until the server's `idle_timeout` answers and closes.
     ///
     /// Returns the answer and the upload's logged outcome, or `nil` when the server closed
@@ -311,4 +328,16 @@ func sha256(_ bytes: some Collection<UInt8>) -> String {
     var computer = DigestAlgorithm.sha256.makeComputer()
     computer.update(ByteBuffer(bytes: Array(bytes)))
     return Hex.encode(computer.finalize())
+}
+
+/// An upload in flight with part of its bytes held back (``Client/heldUpload(_:head:tail:)``).
+struct HeldUpload {
+    let task: Task<String, any Error>
+    let releaser: AsyncStream<Void>.Continuation
+
+    /// Sends the rest, half-closes, and returns the server's answer.
+    func finish() async throws -> String {
+        releaser.yield()
+        return try await task.value
+    }
 }
