@@ -23,8 +23,9 @@ public struct UploadBody: AsyncSequence, Sendable {
     /// it: an HTTP `Content-Length` without a content coding, a spooled file's size.
     /// `nil` otherwise. Layers that pass the bytes on unchanged (counting, metering,
     /// verifying, hashing, rate limiting) keep it; a transform that changes them drops
-    /// it. A sink may use it to prepare (the disk sink allocates the file's blocks), never
-    /// to trust: a body that ends short or runs long fails on its own.
+    /// it. A sink may use it to prepare (the disk sink refuses a body the disk has no room
+    /// for before reading it, and allocates blocks no further), never to trust: a body
+    /// that ends short or runs long fails on its own.
     public private(set) var length: Int64?
 
     /// Wraps any sendable sequence of `ByteBuffer`s.
