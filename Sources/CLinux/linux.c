@@ -2,6 +2,7 @@
 #include "sluice_linux.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #ifdef __linux__
@@ -19,6 +20,11 @@ int sluice_pipe_size(int fd) { return fcntl(fd, F_GETPIPE_SZ); }
 
 int sluice_reserve(int fd, long long offset, long long length) {
     return fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+}
+
+int sluice_bytes_queued(int fd) {
+    int count = 0;
+    return ioctl(fd, FIONREAD, &count) == 0 ? count : -1;
 }
 
 #else
@@ -40,5 +46,7 @@ int sluice_reserve(int fd, long long offset, long long length) {
     errno = EOPNOTSUPP;
     return -1;
 }
+
+int sluice_bytes_queued(int fd) { (void)fd; errno = ENOSYS; return -1; }
 
 #endif

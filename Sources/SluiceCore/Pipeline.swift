@@ -297,6 +297,10 @@ private struct MeteredPieces: BodyPieceIterator {
         if let received, bytes > 0 { meter.received(bytes, by: received) }
         return piece
     }
+
+    mutating func bytesWaiting() async -> Int {
+        await base.bytesWaiting()
+    }
 }
 
 /// The metrics one pipeline reports (names are documented in docs/metrics.md).

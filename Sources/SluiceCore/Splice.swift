@@ -158,6 +158,16 @@ public protocol BodyPieceIterator {
     /// - Parameter allowPipe: Whether the caller can take a ``BodyPiece/piped(_:count:)``
     ///   piece now; with `false` (a sink still gathering in memory) every piece is bytes.
     mutating func next(allowPipe: Bool) async throws -> BodyPiece?
+
+    /// How many more bytes are ready to be read at once (a socket's receive queue), as a
+    /// hint; 0 when unknown. A sink uses it to decide early: the disk sink stops gathering
+    /// a body in memory when the bytes already waiting take it past `memory_buffer`.
+    /// Layers that pass pieces on unchanged forward it.
+    mutating func bytesWaiting() async -> Int
+}
+
+extension BodyPieceIterator {
+    public mutating func bytesWaiting() async -> Int { 0 }
 }
 
 /// A ``ChunkTransform`` that only counts the bytes passing (a size limit, a counter),

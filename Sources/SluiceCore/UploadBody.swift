@@ -226,6 +226,10 @@ private struct CountingPieces<T: ByteCountingTransform>: BodyPieceIterator {
         }
         return piece
     }
+
+    mutating func bytesWaiting() async -> Int {
+        finished ? 0 : await base.bytesWaiting()
+    }
 }
 
 struct TransformedBody<T: ChunkTransform>: AsyncSequence, Sendable {

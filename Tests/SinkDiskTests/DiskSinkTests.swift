@@ -197,6 +197,34 @@ struct DiskSinkTests {
         #expect(dir.temporaries().isEmpty)
     }
 
+    @Test("memory_buffer: a body whose waiting bytes already take it past the buffer streams into its file after the first chunk",
+          arguments: [0, 1 << 20])
+    func memoryBufferSkippedWhenBytesWait(waiting: Int) async throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let disk = try sink(dir.path, memoryBuffer: .kibibytes(64))
+        try await disk.start()
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        let body = UploadBody(stream) { WaitingPieces(base: stream.makeAsyncIterator(), waiting: waiting) }
+        let task = Task { try await disk.store(body, context: context(name: "early")) }
+        let first = pseudoRandomBytes(count: 1_000, seed: 4)
+        continuation.yield(ByteBuffer(bytes: first))
+        if waiting > 0 {
+            // 1,000 bytes read, a MiB waiting behind them: the file is open at once.
+            #expect(try await dir.waitForOneTemporary())
+        } else {
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(dir.temporaries().isEmpty, "a file was opened for 1,000 bytes with nothing waiting")
+        }
+        let second = pseudoRandomBytes(count: 100_000, seed: 5)
+        continuation.yield(ByteBuffer(bytes: second))
+        continuation.finish()
+        let receipt = try await task.value
+        #expect(receipt.bytesStored == 101_000)
+        #expect(dir.contents("early") == first + second)
+        #expect(dir.temporaries().isEmpty)
+    }
+
     @Test("memory_buffer: 0 opens the temporary file at the first byte")
     func memoryBufferZero() async throws {
         let dir = try Scratch()
@@ -645,6 +673,16 @@ struct DiskSinkTests {
             }
         }
     }
+}
+
+/// A stream's chunks as pieces, reporting `waiting` bytes ready behind each (a socket's queue).
+struct WaitingPieces: BodyPieceIterator {
+    var base: AsyncStream<ByteBuffer>.Iterator
+    let waiting: Int
+    mutating func next(allowPipe: Bool) async throws -> BodyPiece? {
+        await base.next().map { .bytes($0) }
+    }
+    mutating func bytesWaiting() async -> Int { waiting }
 }
 
 /// Set once a body was read.

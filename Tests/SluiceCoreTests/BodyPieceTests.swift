@@ -21,6 +21,8 @@ private struct FakeSplicingSource: BodyPieceIterator {
         default: return nil
         }
     }
+
+    mutating func bytesWaiting() async -> Int { 123 }
 }
 
 /// Writes every byte twice: changes the body's length.
@@ -111,6 +113,29 @@ struct BodyPieceTests {
             text += String(buffer: bytes)
         }
         #expect(text == "abc")
+    }
+
+    @Test("bytes waiting: layers that count pass the source's figure on; a layer that reads the bytes knows none")
+    func bytesWaiting() async throws {
+        var counted = try Self.body(piped: 10).limited(to: 100).makePieceIterator()
+        #expect(await counted.bytesWaiting() == 123)
+        var read = try Self.body(piped: 10).observed { _ in }.makePieceIterator()
+        #expect(await read.bytesWaiting() == 0)
+    }
+
+    @Test("a socket's receive queue: the bytes sent and not yet read")
+    func bytesQueued() throws {
+        var fds: [CInt] = [-1, -1]
+        try #require(socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        #expect(SystemCalls.bytesQueued(fds[1]) == 0)
+        let bytes = pseudoRandomBytes(count: 3000, seed: 8)
+        #expect(bytes.withUnsafeBytes { write(fds[0], $0.baseAddress!, $0.count) } == 3000)
+        #expect(SystemCalls.bytesQueued(fds[1]) == 3000)
+        var buffer = [UInt8](repeating: 0, count: 1000)
+        #expect(read(fds[1], &buffer, 1000) == 1000)
+        #expect(SystemCalls.bytesQueued(fds[1]) == 2000)
+        #expect(SystemCalls.bytesQueued(-1) == nil)
     }
 
     @Test("a pipe drains into a file byte-exact")

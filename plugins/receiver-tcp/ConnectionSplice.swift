@@ -58,10 +58,30 @@ final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
         fail(ChannelError.ioOnClosedChannel)
     }
 
+    /// The socket's descriptor while the channel is open (looked up once: the lookup
+    /// checks the descriptor's addresses, two system calls). NIO closes the socket only
+    /// on this event loop, where every call here runs, and the channel is inactive from
+    /// then on: a descriptor number reused after the close is never returned.
+    private var descriptor: CInt?? = .none
+
+    private func socketDescriptor(_ context: ChannelHandlerContext) -> CInt? {
+        guard context.channel.isActive else { return nil }
+        if case .some(let known) = descriptor { return known }
+        let fd = ChannelDescriptor.of(context.channel)
+        descriptor = .some(fd)
+        return fd
+    }
+
+    /// The bytes waiting in the socket, not yet read by NIO (0 when unknown).
+    func bytesWaiting() -> Int {
+        guard let context, let fd = socketDescriptor(context) else { return 0 }
+        return SystemCalls.bytesQueued(fd) ?? 0
+    }
+
     /// Switches to splicing. Returns the socket's descriptor, or `nil` (nothing changed:
     /// the upload goes on reading chunks) when it cannot be had.
     func begin() -> CInt? {
-        guard let context, !splicing, let fd = ChannelDescriptor.of(context.channel) else { return nil }
+        guard let context, !splicing, let fd = socketDescriptor(context) else { return nil }
         splicing = true
         self.fd = fd
         // Reads from here on only say that the socket has bytes (the chunks before the
@@ -191,6 +211,7 @@ struct ConnectionSplicer: Sendable {
     }
 
     func begin() async -> CInt? { await onLoop { $0.begin() } }
+    func bytesWaiting() async -> Int { await onLoop { $0.bytesWaiting() } }
     func take() async -> BodyPiece? { await onLoop { $0.take() } }
 
     /// Waits until the socket has bytes or the input ended.
@@ -254,6 +275,13 @@ struct SplicingPieces: BodyPieceIterator {
                 return nil
             }
         }
+    }
+
+    /// Before the switch, what the socket holds beyond the chunks NIO read: a sink that
+    /// gathers the start of a body in memory stops early when the rest is already here.
+    mutating func bytesWaiting() async -> Int {
+        guard case .chunks = phase else { return 0 }
+        return await splicer.bytesWaiting()
     }
 
     /// Fills the pipe with what the socket has, waiting for bytes when it has none.

@@ -160,14 +160,24 @@ public struct DiskSink: PreparingSink {
     /// within it is written with one create-write-close on the disk pool, and holds no
     /// file descriptor while it arrives (a slow sender costs a socket only). Returns the
     /// bytes gathered and, if the body went on, the chunk that did not fit.
+    ///
+    /// When the first chunk and the bytes already waiting behind it (``BodyPieceIterator/bytesWaiting()``,
+    /// a socket's receive queue) pass `limit`, the body is known to outgrow it: gathering
+    /// stops at once and the rest streams (or splices) into the file instead of being read
+    /// into memory first.
     @inline(never)
     private static func gather(_ pieces: inout any BodyPieceIterator, limit: Int) async throws -> (ByteBuffer, overflow: ByteBuffer?) {
         var gathered = ByteBuffer()
+        var first = true
         do {
             while let piece = try await pieces.next(allowPipe: false) {
                 guard case .bytes(let chunk) = piece else { preconditionFailure("a piped piece while gathering") }
                 if gathered.readableBytes + chunk.readableBytes > limit {
                     return (gathered, chunk)
+                }
+                if first {
+                    first = false
+                    if chunk.readableBytes + (await pieces.bytesWaiting()) > limit { return (gathered, chunk) }
                 }
                 gathered.writeImmutableBuffer(chunk)
             }

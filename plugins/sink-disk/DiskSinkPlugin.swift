@@ -24,7 +24,9 @@ import SluiceCore
 ///   this size; one that ends within it is written with a single create-write-close,
 ///   and holds no file descriptor while it arrives. Larger uploads stream into their
 ///   temporary file from there on, and so does one that declares a larger size (an HTTP
-///   `Content-Length`) from its first byte. `0` opens the file at the first byte.
+///   `Content-Length`) from its first byte, or whose bytes already waiting in the socket
+///   take it past this size when its first chunk arrives (a fast `tcp` sender). `0` opens
+///   the file at the first byte.
 /// - `inline_writes` (duration, default `20ms`): writes to the temporary file run on
 ///   the connection's own event-loop thread (no hand-off to a disk thread, like nginx)
 ///   while each takes less than this; a slower one (the kernel throttling writers, a
@@ -65,7 +67,7 @@ public enum DiskSinkPlugin: SinkPlugin {
         ConfigKey("inline_writes", "duration", default: "\(Configuration.defaultInlineWrites)",
                   "Writes run on the connection's own event-loop thread (no hand-off to a disk thread) while each takes less than this; a slower one moves the sink's writes to its disk threads for 1s, doubling up to 1m while writes stay slow. 0s: always on the disk threads (for file systems that can hang, such as NFS)."),
         ConfigKey("memory_buffer", "size", default: "\(Configuration.defaultMemoryBuffer)",
-                  "Uploads are gathered in memory up to this size: one that ends within it is written with a single create-write-close and holds no file descriptor while it arrives; larger ones stream into a temporary file (from the first byte when they declare a larger size, as an HTTP Content-Length does). 0 opens the file at the first byte."),
+                  "Uploads are gathered in memory up to this size: one that ends within it is written with a single create-write-close and holds no file descriptor while it arrives; larger ones stream into a temporary file (from the first byte when they declare a larger size, as an HTTP Content-Length does, or when the bytes already waiting in the socket behind the first chunk take them past it). 0 opens the file at the first byte."),
         ConfigKey("preallocate", "bool", default: "\(Configuration.defaultPreallocate)",
                   "Allocate a streamed file's blocks ahead of its writes (fallocate; the size shown stays what was written), in growing steps once it passes 128KiB, never past a declared size (HTTP Content-Length); the unused part is released at the end. (A declared size larger than the free space is refused with 507 before the body is read, either way.)"),
     ]

@@ -24,4 +24,8 @@ int sluice_pipe_size(int fd);
    file system cannot). */
 int sluice_reserve(int fd, long long offset, long long length);
 
+/* ioctl(FIONREAD) on a socket: the bytes in its receive queue, not yet read. Returns the
+   count, or -1 with errno set. */
+int sluice_bytes_queued(int fd);
+
 #endif

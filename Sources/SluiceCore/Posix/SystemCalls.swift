@@ -155,6 +155,13 @@ public enum SystemCalls {
         }
         return 0
     }
+
+    /// The bytes waiting in a socket's receive queue (`ioctl(FIONREAD)`), or `nil` when
+    /// the call fails.
+    public static func bytesQueued(_ fd: CInt) -> Int? {
+        let count = sluice_bytes_queued(fd)
+        return count >= 0 ? Int(count) : nil
+    }
 }
 
 /// A sink's view of ``SystemCalls`` that throws ``SluiceError``s made by the sink's own mapping.
