@@ -403,6 +403,19 @@ class Bench:
             cmd.append("--uvloop")
         return Server(name, cmd, data, port)
 
+    def floor_server(self, name, mode, port, data):
+        """bench/peers/floor_server.c, compiled here: the kernel's share of the TCP rows."""
+        binary = self.work / "floor_server"
+        if not binary.exists():
+            cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+            if cc is None:
+                return (name, "no C compiler")
+            built = subprocess.run([cc, "-O2", "-o", str(binary), str(BENCH / "peers" / "floor_server.c")],
+                                   capture_output=True, text=True)
+            if built.returncode != 0:
+                return (name, f"did not compile: {(built.stderr.strip().splitlines() or ['?'])[0]}")
+        return Server(name, [str(binary), str(port), str(data), mode], data, port)
+
     def nginx_server(self, port, root, tls=None):
         cmd = [str(BENCH / "peers" / "run-nginx.sh"), "--port", str(port), "--root", str(root)]
         if tls:
@@ -597,6 +610,7 @@ class Bench:
         servers.append(as_written)
         servers.append(self.asyncio_server("asyncio-64k-plain", free_port(), data, 65536, "plain"))
         servers.append(self.asyncio_server("asyncio-64k-plain-uvloop", free_port(), data, 65536, "plain", uvloop=True))
+        servers += [self.floor_server(f"c-floor-{mode} (reference)", mode, free_port(), data) for mode in ("splice", "copy")]
         servers = [x for x in servers if self.wanted(x[0] if isinstance(x, tuple) else x.name)]
 
         def run(server):
@@ -612,9 +626,16 @@ class Bench:
         md = ("Each scenario sends 1 GiB (`--quick`: 256 MiB); the design as written gets a quarter of that, "
               "to keep the run bounded (throughput and CPU per GiB are rates, so they compare). "
               f"The servers run {rounds} round{'s' if rounds != 1 else ''} in alternation (the design as written once); the comparisons "
-              "use each server's median per metric.\n\n" +
+              "use each server's median per metric. The `c-floor` rows are a reference, not a peer: "
+              "bench/peers/floor_server.c, one C thread doing this job and nothing else (epoll, a file per "
+              "connection, a receipt line; no limits, timeouts, names or metrics), splicing as Sluice does "
+              "or reading 64 KiB and writing as the asyncio variant does: nearly all of their CPU is the "
+              "kernel's, the least any server spends on the row.\n\n" +
               self.throughput_table(rows) + "\n\n" +
-              self.compare(rows, "sluice", ["asyncio-64k-plain", "asyncio-1k-aiofile (as written)", "asyncio-64k-plain-uvloop"], goals))
+              self.compare(rows, "sluice", ["asyncio-64k-plain", "asyncio-1k-aiofile (as written)", "asyncio-64k-plain-uvloop"], goals) +
+              "\n" + self.compare(rows, "c-floor-splice (reference)", ["asyncio-64k-plain"], {}) +
+              "\n" + self.compare(rows, "c-floor-copy (reference)", ["asyncio-64k-plain"], {}) +
+              "\n" + self.compare(rows, "sluice", ["c-floor-splice (reference)"], {}))
         self.sections.append(("TCP uploads into disk", md))
 
     def http_scenarios(self):
