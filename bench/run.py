@@ -630,7 +630,7 @@ class Bench:
               "bench/peers/floor_server.c, one C thread doing this job and nothing else (epoll, a file per "
               "connection, a receipt line; no limits, timeouts, names or metrics), splicing as Sluice does "
               "or reading 64 KiB and writing as the asyncio variant does: nearly all of their CPU is the "
-              "kernel's, the least any server spends on the row.\n\n" +
+              "kernel's, a measure of the kernel's share of the row (a server that splices with more threads, as Sluice does with large uploads, can spend a little less).\n\n" +
               self.throughput_table(rows) + "\n\n" +
               self.compare(rows, "sluice", ["asyncio-64k-plain", "asyncio-1k-aiofile (as written)", "asyncio-64k-plain-uvloop"], goals) +
               "\n" + self.compare(rows, "c-floor-splice (reference)", ["asyncio-64k-plain"], {}) +
